@@ -1,0 +1,14 @@
+"""segearth-ov: training-free open-vocabulary segmentation of remote-sensing images.
+
+Importing the package registers ``SegEarthOV`` and ``RSDataPreProcessor`` in mmseg's
+``MODELS`` (use ``custom_imports=dict(imports=['segearth_ov'])`` in configs). The mmcv-lite
+compatibility module runs first, before anything imports mmseg.
+"""
+from . import compat
+
+compat.apply()
+
+from .models import SegEarthOV  # noqa: E402  (registration needs the shim first)
+
+__version__ = '0.1.0'
+__all__ = ['SegEarthOV', '__version__']

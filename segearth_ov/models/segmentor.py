@@ -1,0 +1,206 @@
+"""The SegEarthOV segmentor (mmseg ``BaseSegmentor``).
+
+Call flow of :meth:`SegEarthOV.predict`, per batch::
+
+    windows (sliding.py) -> dense CLIP features (dense_clip.py) -> upsample (upsamplers.py)
+    -> cosine logits against the query embeddings (text.py) -> global bias (global_bias.py)
+    -> stitch windows -> resize to the original size -> softmax, synonym max, threshold
+    (postprocess.py)
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import List, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from mmengine.structures import PixelData
+from mmseg.models.segmentors.base import BaseSegmentor
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+from torch import Tensor
+
+from .clip_loader import build_clip
+from .data_preprocessor import RSDataPreProcessor
+from .dense_clip import DenseCLIP, crop_padding, pad_to_multiple
+from .global_bias import alleviate_global_bias
+from .postprocess import queries_to_classes, threshold_to_background
+from .sliding import slide_logits
+from .text import ClassQueries, encode_queries, openai_imagenet_templates, read_class_names
+from .upsamplers import build_upsampler
+
+PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+
+
+@MODELS.register_module()
+class SegEarthOV(BaseSegmentor):
+    """Training-free open-vocabulary segmentation with a frozen, modified CLIP.
+
+    Args:
+        clip: ``dict(arch=open_clip name, pretrained=tag | checkpoint path | None,
+            cache_dir=None)``. ``pretrained=None`` gives random weights (tests, smoke runs).
+        attention: last-block attention, ``SegEarth | SCLIP | ClearCLIP | MaskCLIP | NACLIP |
+            vanilla`` (``vanilla`` = unmodified CLIP block).
+        attention_layers: how many last blocks get the modified attention; outputs summed
+            (SegEarth-OV-2's ``ssa_last_n_layers``).
+        cls_token_lambda: global-bias alleviation scale; 0 disables it.
+        upsampler: ``dict(type='jbu_one' | 'jbu_stack', checkpoint=path)`` or None.
+        name_path: class-name file (one class per line, commas separate synonyms).
+        classes: the same as a list of lines, instead of ``name_path``.
+        prob_thd: pixels whose top class probability is below this get ``bg_idx``.
+        bg_idx: background class index for thresholded pixels.
+        logit_scale: temperature applied before the softmax over queries.
+        slide_crop, slide_stride: sliding-window size and step; ``slide_crop=0`` runs the
+            whole image in one pass.
+        window_batch_size: windows per forward pass (across all images of a batch).
+        prompt_templates: list of ``'{}'`` strings or callables; None = CLIP's 80 ImageNet
+            templates.
+        precision: ``fp32`` (default) or, on CUDA only, ``fp16`` / ``bf16`` (autocast).
+        data_preprocessor: defaults to ``RSDataPreProcessor`` (CLIP mean/std, RGB, band rule).
+    """
+
+    def __init__(self,
+                 clip: dict = dict(arch='ViT-B-16', pretrained='openai'),
+                 attention: str = 'SegEarth',
+                 attention_layers: int = 1,
+                 cls_token_lambda: float = -0.3,
+                 upsampler: Optional[dict] = None,
+                 name_path: Optional[str] = None,
+                 classes: Optional[Sequence[str]] = None,
+                 prob_thd: float = 0.0,
+                 bg_idx: int = 0,
+                 logit_scale: float = 50.0,
+                 slide_crop: int = 224,
+                 slide_stride: int = 112,
+                 window_batch_size: int = 8,
+                 prompt_templates: Optional[Sequence] = None,
+                 precision: str = 'fp32',
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
+        if data_preprocessor is None:
+            data_preprocessor = dict(type=RSDataPreProcessor)
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if (name_path is None) == (classes is None):
+            raise ValueError('give exactly one of name_path (a class-name file) or classes')
+        self.class_queries: ClassQueries = (read_class_names(name_path) if name_path is not None
+                                            else ClassQueries.from_lines(list(classes)))
+        if not 0 <= bg_idx < self.class_queries.num_classes:
+            raise ValueError(f'bg_idx={bg_idx} is not a class index (0..'
+                             f'{self.class_queries.num_classes - 1})')
+        if precision not in PRECISIONS:
+            raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}, got {precision!r}')
+        if window_batch_size < 1:
+            raise ValueError(f'window_batch_size must be >= 1, got {window_batch_size}')
+        clip = dict(clip)
+        clip_model, self.tokenizer = build_clip(clip.pop('arch', 'ViT-B-16'),
+                                                clip.pop('pretrained', 'openai'), **clip)
+        self.clip = clip_model
+        self.dense_clip = DenseCLIP(clip_model.visual, attention, attention_layers)
+        self.upsampler = build_upsampler(upsampler, self.dense_clip.embed_dim,
+                                         self.dense_clip.patch_size)
+        self.cls_token_lambda = cls_token_lambda
+        self.prob_thd = prob_thd
+        self.bg_idx = bg_idx
+        self.logit_scale = logit_scale
+        self.slide_crop = slide_crop
+        self.slide_stride = slide_stride
+        self.window_batch_size = window_batch_size
+        self.prompt_templates = (list(prompt_templates) if prompt_templates is not None
+                                 else openai_imagenet_templates())
+        self.precision = precision
+        self._query_embeddings: Optional[Tensor] = None
+
+    # text side ---------------------------------------------------------------------------
+    @property
+    def query_embeddings(self) -> Tensor:
+        """``[Q, D]`` L2-normalised query embeddings, encoded once and cached."""
+        device = self.clip.logit_scale.device
+        if self._query_embeddings is None:
+            self._query_embeddings = encode_queries(self.clip, self.tokenizer,
+                                                    self.class_queries.queries,
+                                                    self.prompt_templates)
+        if self._query_embeddings.device != device:
+            self._query_embeddings = self._query_embeddings.to(device)
+        return self._query_embeddings
+
+    # image side --------------------------------------------------------------------------
+    def _autocast(self, device: torch.device):
+        if self.precision == 'fp32':
+            return contextlib.nullcontext()
+        if device.type != 'cuda':
+            raise ValueError(f'precision={self.precision} needs CUDA; use fp32 on {device.type}')
+        return torch.autocast('cuda', dtype=PRECISIONS[self.precision])
+
+    def window_logits(self, crops: Tensor) -> Tensor:
+        """Query logits of normalised crops ``[N, 3, h, w]`` -> ``[N, Q, h, w]``."""
+        text = self.query_embeddings
+        padded, pad = pad_to_multiple(crops, self.dense_clip.patch_size)
+        cls, patches = self.dense_clip(padded)
+        if self.upsampler is not None:
+            patches = self.upsampler(patches, padded)
+        patches = F.normalize(patches.float(), dim=1)
+        logits = torch.einsum('ndhw,qd->nqhw', patches, text)
+        logits = alleviate_global_bias(logits, cls.float(), text, self.cls_token_lambda)
+        if logits.shape[-2:] != padded.shape[-2:]:
+            logits = F.interpolate(logits, padded.shape[-2:], mode='bilinear', align_corners=False)
+        return crop_padding(logits, pad)
+
+    def encode_decode(self, inputs: Tensor, batch_img_metas: Optional[List[dict]] = None) -> Tensor:
+        """Stitched query logits ``[B, Q, H, W]`` at the size of ``inputs`` ``[B, 3, H, W]``."""
+        if inputs.dim() != 4 or inputs.shape[1] != 3:
+            raise ValueError(f'SegEarthOV expects normalised RGB batches [B, 3, H, W], got '
+                             f'{tuple(inputs.shape)}; the data preprocessor applies the band '
+                             f'rule (1 band is replicated, more than 3 need bands=...)')
+        with torch.inference_mode(), self._autocast(inputs.device):
+            return slide_logits(inputs, self.window_logits, self.slide_crop,
+                                self.slide_stride, self.window_batch_size)
+
+    def predict(self, inputs: Tensor, data_samples: Optional[List[SegDataSample]] = None
+                ) -> List[SegDataSample]:
+        """Segment a batch. ``inputs`` ``[B, 3, H, W]`` normalised.
+
+        Returns one ``SegDataSample`` per image with ``seg_logits`` (class probabilities
+        ``[C, H0, W0]``, after the synonym max) and ``pred_sem_seg`` (``[1, H0, W0]``), at the
+        original size ``ori_shape``.
+        """
+        if self.training:
+            self.eval()
+        if data_samples is None:
+            shape = tuple(inputs.shape[-2:])
+            data_samples = [SegDataSample(metainfo=dict(img_shape=shape, ori_shape=shape))
+                            for _ in range(inputs.shape[0])]
+        logits = self.encode_decode(inputs, [s.metainfo for s in data_samples])
+        return self.postprocess_result(logits, data_samples)
+
+    def postprocess_result(self, seg_logits: Tensor,
+                           data_samples: List[SegDataSample]) -> List[SegDataSample]:
+        """Resize query logits to ``ori_shape``, softmax over queries at ``logit_scale``,
+        synonym max, argmax with the background threshold."""
+        queries = self.class_queries
+        with torch.inference_mode():
+            for logits, sample in zip(seg_logits, data_samples):
+                img_h, img_w = sample.metainfo.get('img_shape', logits.shape[-2:])[:2]
+                ori_shape = sample.metainfo.get('ori_shape', (img_h, img_w))[:2]
+                logits = logits[None, :, :img_h, :img_w]
+                if tuple(logits.shape[-2:]) != tuple(ori_shape):
+                    logits = F.interpolate(logits, ori_shape, mode='bilinear', align_corners=False)
+                probs = (self.logit_scale * logits[0]).softmax(dim=0)
+                class_probs = queries_to_classes(probs, queries.query_to_class,
+                                                 queries.num_classes)
+                pred = threshold_to_background(class_probs, self.prob_thd, self.bg_idx)
+                sample.set_data(dict(seg_logits=PixelData(data=class_probs),
+                                     pred_sem_seg=PixelData(data=pred[None])))
+        return data_samples
+
+    def extract_feat(self, inputs: Tensor):
+        """Dense features of whole images: ``(cls [B, D], patches [B, D, h, w])``."""
+        padded, _ = pad_to_multiple(inputs, self.dense_clip.patch_size)
+        with torch.inference_mode():
+            return self.dense_clip(padded)
+
+    def _forward(self, inputs: Tensor, data_samples=None) -> Tensor:
+        return self.encode_decode(inputs)
+
+    def loss(self, inputs: Tensor, data_samples: List[SegDataSample]) -> dict:
+        raise NotImplementedError('SegEarthOV is training-free; to train a feature upsampler '
+                                  'use tools/train_upsampler.py')

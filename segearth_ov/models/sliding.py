@@ -1,0 +1,61 @@
+"""Sliding-window inference: the window grid, batched crops and logit stitching."""
+from __future__ import annotations
+
+from typing import Callable, List, Tuple
+
+import torch
+from torch import Tensor
+
+Window = Tuple[int, int, int, int]  # (y1, y2, x1, x2)
+
+
+def window_grid(height: int, width: int, crop: int, stride: int) -> List[Window]:
+    """mmseg-style windows: ``max(H - crop + stride - 1, 0) // stride + 1`` per axis, the
+    last window shifted back inside the image. ``crop <= 0`` means one whole-image window.
+
+    Every window has the same size, ``min(crop, H) x min(crop, W)``.
+    """
+    if crop <= 0:
+        return [(0, height, 0, width)]
+    if stride <= 0:
+        raise ValueError(f'slide_stride must be positive, got {stride}')
+
+    def starts(size: int) -> List[Tuple[int, int]]:
+        count = max(size - crop + stride - 1, 0) // stride + 1
+        spans = []
+        for index in range(count):
+            end = min(index * stride + crop, size)
+            spans.append((max(end - crop, 0), end))
+        return spans
+
+    return [(y1, y2, x1, x2) for y1, y2 in starts(height) for x1, x2 in starts(width)]
+
+
+def slide_logits(images: Tensor, window_fn: Callable[[Tensor], Tensor], crop: int,
+                 stride: int, batch_size: int = 8) -> Tensor:
+    """Average window logits over the windows that cover each pixel.
+
+    Args:
+        images: ``[B, C, H, W]``.
+        window_fn: maps crops ``[N, C, h, w]`` to logits ``[N, Q, h, w]``.
+        crop, stride: window size and step (``crop <= 0``: whole image).
+        batch_size: crops per ``window_fn`` call; windows of all images are batched together.
+
+    Returns:
+        ``[B, Q, H, W]`` float32 logits.
+    """
+    b, _, h, w = images.shape
+    windows = window_grid(h, w, crop, stride)
+    jobs = [(index, win) for index in range(b) for win in windows]
+    logits = count = None
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start:start + batch_size]
+        crops = torch.stack([images[i, :, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
+        out = window_fn(crops).float()
+        if logits is None:
+            logits = out.new_zeros(b, out.shape[1], h, w)
+            count = out.new_zeros(b, 1, h, w)
+        for (i, (y1, y2, x1, x2)), window_logits in zip(chunk, out):
+            logits[i, :, y1:y2, x1:x2] += window_logits
+            count[i, :, y1:y2, x1:x2] += 1
+    return logits / count

@@ -1,0 +1,191 @@
+"""Joint-bilateral feature upsamplers: SimFeatUp (``jbu_one``) and FeatUp (``jbu_stack``).
+
+Both lift a ``[B, D, h, w]`` patch-feature grid x16 to ``[B, D, 16h, 16w]``, guided by the
+normalised RGB image. Checkpoints are PyTorch-Lightning files (tensors under
+``state_dict``, keys prefixed ``upsampler.``) and load strictly.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..ops import adaptive_conv
+from .clip_loader import describe_key_mismatch, read_checkpoint
+
+logger = logging.getLogger('segearth_ov')
+
+SIMFEATUP_URL = ('https://github.com/likyoo/SegEarth-OV/tree/main/simfeatup_dev/weights/'
+                 'xclip_jbu_one_million_aid.ckpt')
+
+
+def spatial_kernel(diameter: int, sigma: Tensor) -> Tensor:
+    """Gaussian over offsets on a ``linspace(-1, 1, d)`` grid: ``[d * d]`` (row-major)."""
+    offsets = torch.linspace(-1, 1, diameter, device=sigma.device, dtype=sigma.dtype)
+    dist2 = offsets[:, None].square() + offsets[None, :].square()
+    return torch.exp(-dist2 / (2 * sigma.square())).reshape(-1)
+
+
+def neighbour_affinity(keys: Tensor, radius: int) -> Tensor:
+    """Dot product of each pixel's key with its ``d x d`` reflect-padded neighbours.
+
+    ``keys`` ``[B, K, H, W]`` -> ``[B, d * d, H, W]``, neighbour index ``i * d + j`` for
+    offset ``(i - r, j - r)``. Loops over offsets, never materialising ``K * d^2 * H * W``.
+    """
+    h, w = keys.shape[-2:]
+    d = 2 * radius + 1
+    padded = F.pad(keys, [radius] * 4, mode='reflect')
+    return torch.stack([(padded[:, :, i:i + h, j:j + w] * keys).sum(1)
+                        for i in range(d) for j in range(d)], dim=1)
+
+
+class JBU(nn.Module):
+    """One x2 joint-bilateral upsampling step (SPEC §3).
+
+    The kernel is shared by all feature channels, so the step has no feature-size weights.
+
+    Args:
+        radius: neighbourhood radius ``r``; the kernel is ``d x d`` with ``d = 2r + 1``.
+        guidance_dim: guidance channels (3 for RGB). key_dim: range-projection width.
+    """
+
+    def __init__(self, radius: int, guidance_dim: int = 3, key_dim: int = 32):
+        super().__init__()
+        self.radius = radius
+        self.diameter = d = 2 * radius + 1
+        self.range_temp = nn.Parameter(torch.tensor(0.0))
+        self.sigma_spatial = nn.Parameter(torch.tensor(1.0))
+        self.range_proj = nn.Sequential(
+            nn.Conv2d(guidance_dim, key_dim, 1), nn.GELU(), nn.Dropout2d(0.1),
+            nn.Conv2d(key_dim, key_dim, 1))
+        self.fixup_proj = nn.Sequential(
+            nn.Conv2d(guidance_dim + d * d, d * d, 1), nn.GELU(), nn.Dropout2d(0.1),
+            nn.Conv2d(d * d, d * d, 1))
+
+    def kernel(self, guidance: Tensor) -> Tensor:
+        """Per-pixel kernels ``[B, H, W, d, d]`` from guidance ``[B, 3, H, W]``."""
+        b, _, h, w = guidance.shape
+        keys = self.range_proj(guidance)
+        temperature = self.range_temp.exp().clamp(1e-4, 1e4)
+        range_k = F.softmax(temperature * neighbour_affinity(keys, self.radius), dim=1)
+        k = range_k * spatial_kernel(self.diameter, self.sigma_spatial).view(1, -1, 1, 1)
+        k = k / k.sum(1, keepdim=True).clamp(min=1e-7)
+        k = k + 0.1 * self.fixup_proj(torch.cat([k, guidance], dim=1))
+        return k.permute(0, 2, 3, 1).reshape(b, h, w, self.diameter, self.diameter)
+
+    def forward(self, source: Tensor, guidance: Tensor) -> Tensor:
+        """``source`` ``[B, D, h, w]``, ``guidance`` ``[B, 3, H, W]`` -> ``[B, D, 2h, 2w]``."""
+        if source.shape[0] != guidance.shape[0]:
+            raise ValueError(f'JBU: source batch {source.shape[0]} != guidance batch '
+                             f'{guidance.shape[0]}')
+        size = (source.shape[-2] * 2, source.shape[-1] * 2)
+        guidance = F.adaptive_avg_pool2d(guidance, size)
+        k = self.kernel(guidance)
+        hr = F.interpolate(source, size, mode='bicubic', align_corners=False)
+        hr = F.pad(hr, [self.radius] * 4, mode='reflect')
+        return adaptive_conv(hr, k.to(hr.dtype))
+
+
+class _Upsampler(nn.Module):
+    """Shared x16 structure: four JBU steps, then ``x + 0.1 * fixup(x)``."""
+    scale = 16
+
+    def __init__(self, feat_dim: int):
+        super().__init__()
+        self.feat_dim = feat_dim
+        self.fixup_proj = nn.Sequential(nn.Dropout2d(0.2), nn.Conv2d(feat_dim, feat_dim, 1))
+
+    def steps(self):
+        raise NotImplementedError
+
+    def forward(self, source: Tensor, guidance: Tensor) -> Tensor:
+        """``source`` ``[B, D, h, w]``, guidance ``[B, 3, 16h, 16w]`` -> ``[B, D, 16h, 16w]``."""
+        if source.shape[1] != self.feat_dim:
+            raise ValueError(f'{type(self).__name__} was built for {self.feat_dim}-dim '
+                             f'features, got {source.shape[1]}')
+        x = source
+        for step in self.steps():
+            x = step(x, guidance)
+        return x + 0.1 * self.fixup_proj(x)
+
+
+class JBUOne(_Upsampler):
+    """SimFeatUp: ONE 11x11 JBU applied four times with shared weights."""
+
+    def __init__(self, feat_dim: int = 512, radius: int = 5):
+        super().__init__(feat_dim)
+        self.up = JBU(radius)
+
+    def steps(self):
+        return [self.up] * 4
+
+
+class JBUStack(_Upsampler):
+    """FeatUp: four distinct 7x7 JBU modules ``up1..up4``."""
+
+    def __init__(self, feat_dim: int = 512, radius: int = 3):
+        super().__init__(feat_dim)
+        self.up1, self.up2, self.up3, self.up4 = (JBU(radius) for _ in range(4))
+
+    def steps(self):
+        return [self.up1, self.up2, self.up3, self.up4]
+
+
+UPSAMPLERS = {'jbu_one': JBUOne, 'jbu_stack': JBUStack}
+
+
+def load_upsampler_checkpoint(upsampler: nn.Module, path: str) -> None:
+    """Strictly load a Lightning-style checkpoint (``state_dict`` with ``upsampler.`` keys)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f'upsampler checkpoint not found: {path}. SimFeatUp weights '
+            f'(xclip_jbu_one_million_aid.ckpt) are published at {SIMFEATUP_URL}; download '
+            f'the file and pass its path as upsampler.checkpoint, or set upsampler=None')
+    obj = read_checkpoint(path, 'upsampler checkpoint')
+    state = obj.get('state_dict', obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f'upsampler checkpoint {path} holds no state dict')
+    prefix = 'upsampler.'
+    state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    expected = upsampler.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise ValueError(f'upsampler checkpoint {path} does not fit '
+                         f'{type(upsampler).__name__} ("upsampler." prefix stripped): '
+                         f'{describe_key_mismatch(missing, unexpected)}')
+    wrong = [f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}'
+             for k, v in expected.items() if state[k].shape != v.shape]
+    if wrong:
+        raise ValueError(f'upsampler checkpoint {path} has wrong shapes: ' + '; '.join(wrong))
+    upsampler.load_state_dict(state, strict=True)
+
+
+def build_upsampler(cfg: Optional[dict], feat_dim: int, patch_size: int) -> Optional[nn.Module]:
+    """Build ``cfg = dict(type='jbu_one' | 'jbu_stack', checkpoint=path or None)``; None -> None.
+
+    Refuses an upsampler whose x16 scale does not match the backbone's patch size.
+    """
+    if cfg is None:
+        return None
+    cfg = dict(cfg)
+    name = cfg.pop('type', None)
+    checkpoint = cfg.pop('checkpoint', None)
+    if name not in UPSAMPLERS:
+        raise ValueError(f'unknown upsampler {name!r}; choose one of '
+                         f'{", ".join(UPSAMPLERS)} or None')
+    cls = UPSAMPLERS[name]
+    if patch_size != cls.scale:
+        raise ValueError(f'upsampler {name} upsamples x{cls.scale} but the CLIP backbone has '
+                         f'patch size {patch_size}: set upsampler=None or train one for this '
+                         f'backbone with tools/train_upsampler.py')
+    upsampler = cls(feat_dim=feat_dim, **cfg)
+    if checkpoint:
+        load_upsampler_checkpoint(upsampler, checkpoint)
+    else:
+        logger.warning('upsampler %s has RANDOM WEIGHTS (no checkpoint given)', name)
+    return upsampler.eval()
