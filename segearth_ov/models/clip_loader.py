@@ -108,3 +108,15 @@ def build_clip(arch: str, pretrained: Optional[str] = 'openai',
                                f'{_cache_hint(arch, pretrained, cache_dir)}') from err
     model.eval().requires_grad_(False)
     return model, open_clip.get_tokenizer(arch)
+
+
+def pretrained_is_cached(arch: str, tag: str, cache_dir: Optional[str] = None) -> bool:
+    """Whether open_clip would find ``arch``/``tag`` in its Hugging Face cache (no network)."""
+    import open_clip
+    cfg = open_clip.get_pretrained_cfg(arch, tag) or {}
+    repo = (cfg.get('hf_hub') or '').strip('/')
+    if not repo:
+        return False
+    from huggingface_hub import try_to_load_from_cache
+    return any(isinstance(try_to_load_from_cache(repo, name, cache_dir=cache_dir), str)
+               for name in ('open_clip_model.safetensors', 'open_clip_pytorch_model.bin'))

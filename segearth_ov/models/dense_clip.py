@@ -30,7 +30,9 @@ def interpolate_pos_embed(pos_embed: Tensor, trained_grid: Tuple[int, int],
     (th, tw), (gh, gw) = trained_grid, grid
     cls_pos, patch_pos = pos_embed[:1], pos_embed[1:]
     patch_pos = patch_pos.reshape(1, th, tw, -1).permute(0, 3, 1, 2)
-    patch_pos = F.interpolate(patch_pos.float(), scale_factor=((gh + 0.1) / th, (gw + 0.1) / tw),
+    if patch_pos.dtype != torch.float64:
+        patch_pos = patch_pos.float()  # bicubic has no half-precision CPU kernel
+    patch_pos = F.interpolate(patch_pos, scale_factor=((gh + 0.1) / th, (gw + 0.1) / tw),
                               mode='bicubic', align_corners=False).to(pos_embed.dtype)
     patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(gh * gw, -1)
     return torch.cat([cls_pos, patch_pos], dim=0)

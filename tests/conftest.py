@@ -1,0 +1,51 @@
+import os
+from pathlib import Path
+
+os.environ.setdefault('HF_HUB_OFFLINE', '1')  # no hub here: fail fast instead of retrying
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import segearth_ov  # noqa: E402,F401  (compat shim + registration before mmseg imports)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get('SEGEARTH_OV_SHARED', REPO.parent / 'shared'))
+SHARED_REASON = f'real assets folder {SHARED} is absent (set SEGEARTH_OV_SHARED to point at it)'
+
+
+def shared_path(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f'{SHARED_REASON}: missing {path}')
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope='session')
+def small_clip():
+    """ViT-S-16 with random weights (same block structure as ViT-B-16, 4x cheaper)."""
+    from segearth_ov.models.clip_loader import build_clip
+    torch.manual_seed(0)
+    return build_clip('ViT-S-16', None)
+
+
+@pytest.fixture(scope='session')
+def vit_b16():
+    from segearth_ov.models.clip_loader import build_clip
+    torch.manual_seed(0)
+    return build_clip('ViT-B-16', None)
+
+
+def small_segmentor(**kwargs):
+    """SegEarthOV on ViT-S-16 with random weights and one prompt template."""
+    from segearth_ov.models import SegEarthOV
+    cfg = dict(clip=dict(arch='ViT-S-16', pretrained=None), classes=['road', 'building,roof',
+                                                                     'tree', 'water'],
+               prompt_templates=['a satellite photo of {}.'], upsampler=None)
+    cfg.update(kwargs)
+    torch.manual_seed(0)
+    return SegEarthOV(**cfg).eval()
