@@ -98,6 +98,8 @@ class SegEarthOV(BaseSegmentor):
         self.dense_clip = DenseCLIP(clip_model.visual, attention, attention_layers)
         self.upsampler = build_upsampler(upsampler, self.dense_clip.embed_dim,
                                          self.dense_clip.patch_size)
+        if self.upsampler is not None:
+            self.upsampler.requires_grad_(False)
         self.cls_token_lambda = cls_token_lambda
         self.prob_thd = prob_thd
         self.bg_idx = bg_idx
@@ -116,9 +118,10 @@ class SegEarthOV(BaseSegmentor):
         """``[Q, D]`` L2-normalised query embeddings, encoded once and cached."""
         device = self.clip.logit_scale.device
         if self._query_embeddings is None:
-            self._query_embeddings = encode_queries(self.clip, self.tokenizer,
-                                                    self.class_queries.queries,
-                                                    self.prompt_templates)
+            # a normal (not inference-mode) tensor, so it is usable in and out of predict()
+            with torch.inference_mode(False):
+                self._query_embeddings = encode_queries(
+                    self.clip, self.tokenizer, self.class_queries.queries, self.prompt_templates)
         if self._query_embeddings.device != device:
             self._query_embeddings = self._query_embeddings.to(device)
         return self._query_embeddings

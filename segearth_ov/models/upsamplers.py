@@ -30,6 +30,13 @@ def spatial_kernel(diameter: int, sigma: Tensor) -> Tensor:
     return torch.exp(-dist2 / (2 * sigma.square())).reshape(-1)
 
 
+def pad_neighbourhood(x: Tensor, radius: int) -> Tensor:
+    """Reflect-pad ``[B, C, H, W]`` by ``radius``; grids no larger than the radius (tiny
+    images, where reflection is undefined) are replicate-padded instead."""
+    mode = 'reflect' if min(x.shape[-2:]) > radius else 'replicate'
+    return F.pad(x, [radius] * 4, mode=mode)
+
+
 def neighbour_affinity(keys: Tensor, radius: int) -> Tensor:
     """Dot product of each pixel's key with its ``d x d`` reflect-padded neighbours.
 
@@ -38,7 +45,7 @@ def neighbour_affinity(keys: Tensor, radius: int) -> Tensor:
     """
     h, w = keys.shape[-2:]
     d = 2 * radius + 1
-    padded = F.pad(keys, [radius] * 4, mode='reflect')
+    padded = pad_neighbourhood(keys, radius)
     return torch.stack([(padded[:, :, i:i + h, j:j + w] * keys).sum(1)
                         for i in range(d) for j in range(d)], dim=1)
 
@@ -86,7 +93,7 @@ class JBU(nn.Module):
         guidance = F.adaptive_avg_pool2d(guidance, size)
         k = self.kernel(guidance)
         hr = F.interpolate(source, size, mode='bicubic', align_corners=False)
-        hr = F.pad(hr, [self.radius] * 4, mode='reflect')
+        hr = pad_neighbourhood(hr, self.radius)
         return adaptive_conv(hr, k.to(hr.dtype))
 
 
