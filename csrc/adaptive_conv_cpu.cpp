@@ -15,36 +15,44 @@ namespace {
 
 constexpr int TX = 16;  // output columns per register tile
 
-// acc[cb][t] += a[cb][t] * k[t] over the d*d offsets, for one output row segment.
-//   a(cb, i, j): pointer to the A operand row for channel cb at offset (i, j)
-//   k(i, j):     pointer to the kernel row at offset (i, j)
-template <typename scalar_t, int CB, int W, typename APtr, typename KPtr>
-inline void tile(int d, APtr a, KPtr k, scalar_t* out[CB]) {
-  scalar_t acc[CB][W] = {};
+// One output tile: out[cb][t] = sum_{i,j} a[cb][i * a_w + j + t] * k[i * k_si + j * k_sj + t]
+// for CB channels and TX columns. GCC vector types keep the CB x TX accumulators in
+// registers (8 AVX2 registers for float); each kernel vector loaded is used CB times.
+template <typename scalar_t, int CB>
+inline void tile(int d, const scalar_t* const a[CB], int64_t a_w, const scalar_t* k, int64_t k_si,
+                 int64_t k_sj, scalar_t* const out[CB]) {
+  constexpr int LANES = 32 / sizeof(scalar_t);
+  constexpr int NV = TX / LANES;
+  typedef scalar_t vec __attribute__((vector_size(32)));
+  typedef scalar_t uvec __attribute__((vector_size(32), aligned(alignof(scalar_t))));
+  vec acc[CB][NV] = {};
   for (int i = 0; i < d; ++i) {
+    const scalar_t* krow = k + i * k_si;
+    const int64_t arow = i * a_w;
     for (int j = 0; j < d; ++j) {
-      const scalar_t* kp = k(i, j);
-#pragma GCC unroll 8
+      const scalar_t* kp = krow + j * k_sj;
+      vec kv[NV];
+      for (int v = 0; v < NV; ++v) kv[v] = *reinterpret_cast<const uvec*>(kp + v * LANES);
       for (int cb = 0; cb < CB; ++cb) {
-        const scalar_t* ap = a(cb, i, j);
-#pragma omp simd
-        for (int t = 0; t < W; ++t) acc[cb][t] += ap[t] * kp[t];
+        const scalar_t* ap = a[cb] + arow + j;
+        for (int v = 0; v < NV; ++v) acc[cb][v] += kv[v] * *reinterpret_cast<const uvec*>(ap + v * LANES);
       }
     }
   }
   for (int cb = 0; cb < CB; ++cb)
-    for (int t = 0; t < W; ++t) out[cb][t] = acc[cb][t];
+    for (int v = 0; v < NV; ++v) *reinterpret_cast<uvec*>(out[cb] + v * LANES) = acc[cb][v];
 }
 
-// Generic-width tail (fewer than TX columns left).
-template <typename scalar_t, int CB, typename APtr, typename KPtr>
-inline void tail(int d, int width, APtr a, KPtr k, scalar_t* out[CB]) {
+// The same for the last, narrower tile of a row (width < TX).
+template <typename scalar_t, int CB>
+inline void tail(int d, int width, const scalar_t* const a[CB], int64_t a_w, const scalar_t* k,
+                 int64_t k_si, int64_t k_sj, scalar_t* const out[CB]) {
   scalar_t acc[CB][TX] = {};
   for (int i = 0; i < d; ++i)
     for (int j = 0; j < d; ++j) {
-      const scalar_t* kp = k(i, j);
+      const scalar_t* kp = k + i * k_si + j * k_sj;
       for (int cb = 0; cb < CB; ++cb) {
-        const scalar_t* ap = a(cb, i, j);
+        const scalar_t* ap = a[cb] + i * a_w + j;
         for (int t = 0; t < width; ++t) acc[cb][t] += ap[t] * kp[t];
       }
     }
@@ -52,55 +60,58 @@ inline void tail(int d, int width, APtr a, KPtr k, scalar_t* out[CB]) {
     for (int t = 0; t < width; ++t) out[cb][t] = acc[cb][t];
 }
 
-// out[b, c, y, x] = sum_{i,j} A[b, c, y+i, x+j] * K(b, i, j, y, x) for all x of one row and
-// CB channels, where K(b,i,j,y,x) = kt[b, ki(i), kj(j), y + (shift ? i : 0), x + (shift ? j : 0)].
-// forward:    A = padded input,  kt = filters^T,             shift = false
-// grad-input: A = padded grad,   kt = padded filters^T flipped, shift = true
-template <typename scalar_t, int CB>
-void correlate_row(const scalar_t* A, int64_t a_plane, int64_t a_w,   // A channel plane, row stride
-                   const scalar_t* kt, int64_t k_plane, int64_t k_w,  // kt offset plane, row stride
-                   scalar_t* out, int64_t out_plane, int64_t width,   // out channel plane, columns
-                   int64_t y, int d, bool shift) {
-  for (int64_t x0 = 0; x0 < width; x0 += TX) {
-    auto a = [&](int cb, int i, int j) { return A + cb * a_plane + (y + i) * a_w + x0 + j; };
-    auto k = [&](int i, int j) {
-      const int64_t off = shift ? (int64_t)(d - 1 - i) * d + (d - 1 - j) : (int64_t)i * d + j;
-      return kt + off * k_plane + (y + (shift ? i : 0)) * k_w + x0 + (shift ? j : 0);
-    };
-    scalar_t* o[CB];
-    for (int cb = 0; cb < CB; ++cb) o[cb] = out + cb * out_plane + y * width + x0;
-    if (x0 + TX <= width)
-      tile<scalar_t, CB, TX>(d, a, k, o);
-    else
-      tail<scalar_t, CB>(d, (int)(width - x0), a, k, o);
+// Kernel addressing of a correlation: K(b, y, x0 + t, i, j) = base(b, y, x0)[i*si + j*sj + t].
+struct KernelLayout {
+  int64_t si, sj;
+};
+
+template <typename scalar_t, int CB, typename KBase>
+inline void correlate_tile(const scalar_t* A, int64_t a_plane, int64_t a_w, scalar_t* out,
+                           int64_t out_plane, int64_t width, int64_t b, int64_t y, int64_t x0,
+                           int d, const KBase& kbase, KernelLayout kl) {
+  const scalar_t* a[CB];
+  scalar_t* o[CB];
+  for (int cb = 0; cb < CB; ++cb) {
+    a[cb] = A + cb * a_plane + y * a_w + x0;
+    o[cb] = out + cb * out_plane + y * width + x0;
   }
+  if (x0 + TX <= width)
+    tile<scalar_t, CB>(d, a, a_w, kbase(b, y, x0), kl.si, kl.sj, o);
+  else
+    tail<scalar_t, CB>(d, (int)(width - x0), a, a_w, kbase(b, y, x0), kl.si, kl.sj, o);
 }
 
-template <typename scalar_t>
-void correlate(const at::Tensor& A, const at::Tensor& kt, at::Tensor& out, bool shift) {
-  // A [B, C, OH+d-1, OW+d-1], kt [B, d, d, KH, KW], out [B, C, OH, OW]
+// out [B, C, OH, OW] from A [B, C, OH+d-1, OW+d-1] and the kernel addressed by `kbase`/`kl`.
+// Work is cut into (band of output rows) x (group of channels); inside a task the kernel
+// values of one (y, x0) tile stay in L1 while every channel block of the group uses them,
+// and consecutive rows of a band reuse the overlapping input rows from L2.
+template <typename scalar_t, typename KBase>
+void correlate(const at::Tensor& A, at::Tensor& out, int d, const KBase& kbase, KernelLayout kl) {
   constexpr int CB = 4;
+  constexpr int64_t GROUP = 8 * CB;  // channels per task
+  constexpr int64_t BAND = 8;        // output rows per task
   const int64_t B = A.size(0), C = A.size(1), OH = out.size(2), OW = out.size(3);
-  const int d = (int)kt.size(1);
-  const int64_t a_h = A.size(2), a_w = A.size(3), k_h = kt.size(3), k_w = kt.size(4);
-  const int64_t blocks = (C + CB - 1) / CB;
+  const int64_t a_h = A.size(2), a_w = A.size(3);
+  const int64_t bands = (OH + BAND - 1) / BAND, groups = (C + GROUP - 1) / GROUP;
   const scalar_t* a_ptr = A.data_ptr<scalar_t>();
-  const scalar_t* k_ptr = kt.data_ptr<scalar_t>();
   scalar_t* o_ptr = out.data_ptr<scalar_t>();
-  at::parallel_for(0, B * blocks * OH, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, B * bands * groups, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t y = task % OH, block = (task / OH) % blocks, b = task / (OH * blocks);
-      const int64_t c0 = block * CB;
-      const scalar_t* kb = k_ptr + b * (int64_t)d * d * k_h * k_w;
-      for (int64_t c = c0; c < std::min(c0 + CB, C);) {
-        const scalar_t* ab = a_ptr + (b * C + c) * a_h * a_w;
-        scalar_t* ob = o_ptr + (b * C + c) * OH * OW;
-        if (c + CB <= C) {
-          correlate_row<scalar_t, CB>(ab, a_h * a_w, a_w, kb, k_h * k_w, k_w, ob, OH * OW, OW, y, d, shift);
-          c += CB;
-        } else {
-          correlate_row<scalar_t, 1>(ab, a_h * a_w, a_w, kb, k_h * k_w, k_w, ob, OH * OW, OW, y, d, shift);
-          c += 1;
+      const int64_t group = task % groups, y_band = (task / groups) % bands, b = task / (groups * bands);
+      const int64_t y1 = std::min((y_band + 1) * BAND, OH), c_end = std::min((group + 1) * GROUP, C);
+      for (int64_t y = y_band * BAND; y < y1; ++y) {
+        for (int64_t x0 = 0; x0 < OW; x0 += TX) {
+          for (int64_t c = group * GROUP; c < c_end;) {
+            const scalar_t* ab = a_ptr + (b * C + c) * a_h * a_w;
+            scalar_t* ob = o_ptr + (b * C + c) * OH * OW;
+            if (c + CB <= c_end) {
+              correlate_tile<scalar_t, CB>(ab, a_h * a_w, a_w, ob, OH * OW, OW, b, y, x0, d, kbase, kl);
+              c += CB;
+            } else {
+              correlate_tile<scalar_t, 1>(ab, a_h * a_w, a_w, ob, OH * OW, OW, b, y, x0, d, kbase, kl);
+              c += 1;
+            }
+          }
         }
       }
     }
@@ -148,6 +159,17 @@ void filter_grad(const at::Tensor& G, const at::Tensor& In, at::Tensor& gkt) {
   });
 }
 
+// Filters [B, H, W, d, d] packed as [B, H, W/TX, d*d, TX] (W zero-padded to whole tiles):
+// the d*d x TX values one output tile needs are one contiguous block, like a packed GEMM
+// operand, instead of d*d rows spread over d*d planes.
+at::Tensor pack_filters(const at::Tensor& filters) {
+  const int64_t B = filters.size(0), H = filters.size(1), W = filters.size(2), d = filters.size(3);
+  const int64_t tiles = (W + TX - 1) / TX;
+  auto f = filters.reshape({B, H, W, d * d});
+  if (tiles * TX != W) f = at::constant_pad_nd(f, {0, 0, 0, tiles * TX - W});
+  return f.view({B, H, tiles, TX, d * d}).permute({0, 1, 2, 4, 3}).contiguous();
+}
+
 bool needs_float32(const at::Tensor& t) {
   return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
 }
@@ -171,9 +193,15 @@ at::Tensor forward_out(const at::Tensor& input, const at::Tensor& filters, at::T
     out.copy_(forward_out(input.to(at::kFloat), filters.to(at::kFloat), out32));
     return out;
   }
-  const auto kt = filters.permute({0, 3, 4, 1, 2}).contiguous();  // [B, d, d, H, W]
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "adaptive_conv_cpu_forward",
-                             [&] { correlate<scalar_t>(input, kt, out, false); });
+  const int d = (int)filters.size(3);
+  const int64_t H = filters.size(1), tiles = (filters.size(2) + TX - 1) / TX;
+  const auto packed = pack_filters(filters);
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "adaptive_conv_cpu_forward", [&] {
+    const scalar_t* k = packed.data_ptr<scalar_t>();
+    correlate<scalar_t>(input, out, d, [=](int64_t b, int64_t y, int64_t x0) {
+      return k + ((b * H + y) * tiles + x0 / TX) * d * d * TX;
+    }, KernelLayout{(int64_t)d * TX, TX});
+  });
   return out;
 }
 
@@ -196,11 +224,17 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& i
   const int64_t d = filters.size(3);
   // Zero padding by d-1 turns the scatter of grad-input into a gather with no bounds checks.
   const auto g_pad = at::constant_pad_nd(grad_out, {d - 1, d - 1, d - 1, d - 1});
+  // grad_in[yy, xx] = sum_{i,j} g_pad[yy+i, xx+j] * kt_pad[d-1-i, d-1-j, yy+i, xx+j]
   const auto kt_pad = at::constant_pad_nd(filters.permute({0, 3, 4, 1, 2}), {d - 1, d - 1, d - 1, d - 1}).contiguous();
+  const int64_t kh = kt_pad.size(3), kw = kt_pad.size(4);
   auto grad_in = at::empty_like(input);
   auto gkt = at::empty({filters.size(0), d, d, filters.size(1), filters.size(2)}, filters.options());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "adaptive_conv_cpu_backward", [&] {
-    correlate<scalar_t>(g_pad, kt_pad, grad_in, true);
+    const scalar_t* k = kt_pad.data_ptr<scalar_t>();
+    const int64_t plane = kh * kw;
+    correlate<scalar_t>(g_pad, grad_in, (int)d, [=](int64_t b, int64_t y, int64_t x0) {
+      return k + ((b * d + d - 1) * d + d - 1) * plane + y * kw + x0;
+    }, KernelLayout{kw - d * plane, 1 - plane});
     filter_grad<scalar_t>(grad_out, input, gkt);
   });
   return {grad_in, gkt.permute({0, 3, 4, 1, 2}).contiguous()};

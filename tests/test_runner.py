@@ -26,8 +26,8 @@ def make_dataset(root, count=3, size=(40, 56)):
 def config(base, work_dir, **model):
     cfg = Config.fromfile(str(REPO / 'configs' / base))
     cfg.work_dir = str(work_dir)
-    cfg.model.update(clip=dict(arch='ViT-B-16', pretrained=None), upsampler=None,
-                     prompt_templates=['a satellite photo of {}.'], **model)
+    cfg.model.update(dict(dict(clip=dict(arch='ViT-B-16', pretrained=None), upsampler=None,
+                               prompt_templates=['a satellite photo of {}.']), **model))
     cfg.model.name_path = None if 'classes' in model else str(REPO / cfg.model.name_path)
     cfg.test_dataloader.update(num_workers=0, persistent_workers=False)
     cfg.default_hooks.logger.interval = 1
@@ -70,7 +70,8 @@ def test_runner_on_generated_dataset(tmp_path):
                                                ('cfg_loveda.py', 'loveda', 3)])
 def test_runner_on_real_tiles(tmp_path, capsys, base, folder, count):
     root = shared_path('rs_samples', folder)
-    cfg = config(base, tmp_path)
+    ckpt = shared_path('weights', 'clip_jbu_stack_cocostuff.ckpt')
+    cfg = config(base, tmp_path, upsampler=dict(type='jbu_stack', checkpoint=str(ckpt)))
     cfg.test_dataloader.dataset.update(data_root=str(root),
                                        data_prefix=dict(img_path='img_dir', seg_map_path='ann_dir'))
     runner = Runner.from_cfg(cfg)
