@@ -39,6 +39,11 @@ def unfold_einsum(x, k):
     return out
 
 
+def current_rss():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
 def measure(method, side, d, device, threads, repeats):
     import torch
     torch.set_num_threads(threads)
@@ -50,14 +55,15 @@ def measure(method, side, d, device, threads, repeats):
     x = torch.randn(1, CHANNELS, side + d - 1, side + d - 1, device=device)
     k = torch.randn(1, side, side, d, d, device=device)
     sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+    # Memory beyond the inputs: the output plus whatever the method allocates on top.
+    if device == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = current_rss()
     with torch.no_grad():
         fn(x, k)  # warm-up: allocator, extension load
         sync()
-        if device == 'cuda':
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        else:
-            base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         start = time.perf_counter()
         for _ in range(repeats):
             fn(x, k)
@@ -65,7 +71,7 @@ def measure(method, side, d, device, threads, repeats):
         seconds = (time.perf_counter() - start) / repeats
     if device == 'cuda':
         extra = torch.cuda.max_memory_allocated() - base
-    else:  # growth of the peak beyond the inputs and the warm-up's output
+    else:
         extra = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
     return dict(seconds=seconds, extra_mib=max(extra, 0) / 2 ** 20)
 

@@ -25,19 +25,39 @@ inline void check_pair(const at::Tensor& input, const at::Tensor& filters, const
   TORCH_CHECK(filters.is_contiguous(), op, ": filters must be contiguous");
 }
 
-inline void check_grad(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& filters,
+inline void check_like(const at::Tensor& t, const char* name, const at::Tensor& ref, const char* ref_name,
                        const char* op) {
-  check_pair(input, filters, op);
-  TORCH_CHECK(grad_out.dim() == 4 && grad_out.size(0) == input.size(0) &&
-                  grad_out.size(1) == input.size(1) && grad_out.size(2) == filters.size(1) &&
-                  grad_out.size(3) == filters.size(2),
-              op, ": grad_out must be [B, C, H, W] = [", input.size(0), ", ", input.size(1), ", ",
-              filters.size(1), ", ", filters.size(2), "], got ", grad_out.sizes());
-  TORCH_CHECK(grad_out.device() == input.device(), op, ": grad_out is on ", grad_out.device(),
-              ", input on ", input.device());
-  TORCH_CHECK(grad_out.scalar_type() == input.scalar_type(), op, ": grad_out is ",
-              grad_out.scalar_type(), ", input ", input.scalar_type());
-  TORCH_CHECK(grad_out.is_contiguous(), op, ": grad_out must be contiguous");
+  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", t.device(), ", ", ref_name, " on ",
+              ref.device());
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " is ", t.scalar_type(), ", ",
+              ref_name, " ", ref.scalar_type());
+  TORCH_CHECK(t.is_contiguous(), op, ": ", name, " must be contiguous");
+}
+
+// grad_out [B, C, H, W] with filters [B, H, W, d, d] (grad-input).
+inline void check_grad_input(const at::Tensor& grad_out, const at::Tensor& filters, const char* op) {
+  TORCH_CHECK(filters.dim() == 5 && filters.size(3) == filters.size(4) && filters.size(3) % 2 == 1, op,
+              ": filters must be [B, H, W, d, d] with d odd, got ", filters.sizes());
+  TORCH_CHECK(grad_out.dim() == 4 && grad_out.size(0) == filters.size(0) &&
+                  grad_out.size(2) == filters.size(1) && grad_out.size(3) == filters.size(2),
+              op, ": grad_out must be [B, C, H, W] with B, H, W of filters ", filters.sizes(), ", got ",
+              grad_out.sizes());
+  check_like(filters, "filters", grad_out, "grad_out", op);
+  check_like(grad_out, "grad_out", grad_out, "grad_out", op);
+}
+
+// grad_out [B, C, H, W] with input [B, C, H+d-1, W+d-1] (grad-filters / local correlation).
+inline int64_t check_grad_filters(const at::Tensor& grad_out, const at::Tensor& input, const char* op) {
+  TORCH_CHECK(input.dim() == 4 && grad_out.dim() == 4, op, ": input and grad_out must be rank 4, got ",
+              input.sizes(), " and ", grad_out.sizes());
+  const int64_t d = input.size(2) - grad_out.size(2) + 1;
+  TORCH_CHECK(input.size(0) == grad_out.size(0) && input.size(1) == grad_out.size(1) && d >= 1 && d % 2 == 1 &&
+                  input.size(3) - grad_out.size(3) + 1 == d,
+              op, ": input must be [B, C, H+d-1, W+d-1] (d odd) for grad_out [B, C, H, W] = ",
+              grad_out.sizes(), ", got ", input.sizes());
+  check_like(input, "input", grad_out, "grad_out", op);
+  check_like(grad_out, "grad_out", grad_out, "grad_out", op);
+  return d;
 }
 
 inline std::vector<int64_t> out_shape(const at::Tensor& input, const at::Tensor& filters) {

@@ -212,37 +212,48 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& filters) {
   return forward_out(input, filters, at::empty(adaptive_conv::out_shape(input, filters), input.options()));
 }
 
-std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& filters) {
+// grad_in [B, C, H+d-1, W+d-1] = sum over the outputs whose window covers each input pixel.
+at::Tensor grad_input(const at::Tensor& grad_out, const at::Tensor& filters) {
   check_cpu(grad_out, "grad_out");
-  check_cpu(input, "input");
   check_cpu(filters, "filters");
-  adaptive_conv::check_grad(grad_out, input, filters, "adaptive_conv_cpu.backward");
-  if (needs_float32(input)) {
-    auto grads = backward(grad_out.to(at::kFloat), input.to(at::kFloat), filters.to(at::kFloat));
-    return {grads[0].to(input.scalar_type()), grads[1].to(filters.scalar_type())};
-  }
+  adaptive_conv::check_grad_input(grad_out, filters, "adaptive_conv_cpu.grad_input");
+  if (needs_float32(grad_out))
+    return grad_input(grad_out.to(at::kFloat), filters.to(at::kFloat)).to(grad_out.scalar_type());
   const int64_t d = filters.size(3);
-  // Zero padding by d-1 turns the scatter of grad-input into a gather with no bounds checks.
-  const auto g_pad = at::constant_pad_nd(grad_out, {d - 1, d - 1, d - 1, d - 1});
+  // Zero padding by d-1 turns the scatter into a gather with no bounds checks:
   // grad_in[yy, xx] = sum_{i,j} g_pad[yy+i, xx+j] * kt_pad[d-1-i, d-1-j, yy+i, xx+j]
+  const auto g_pad = at::constant_pad_nd(grad_out, {d - 1, d - 1, d - 1, d - 1});
   const auto kt_pad = at::constant_pad_nd(filters.permute({0, 3, 4, 1, 2}), {d - 1, d - 1, d - 1, d - 1}).contiguous();
-  const int64_t kh = kt_pad.size(3), kw = kt_pad.size(4);
-  auto grad_in = at::empty_like(input);
-  auto gkt = at::empty({filters.size(0), d, d, filters.size(1), filters.size(2)}, filters.options());
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "adaptive_conv_cpu_backward", [&] {
+  const int64_t kh = kt_pad.size(3), kw = kt_pad.size(4), plane = kh * kw;
+  auto grad_in = at::empty({grad_out.size(0), grad_out.size(1), filters.size(1) + d - 1, filters.size(2) + d - 1},
+                           grad_out.options());
+  AT_DISPATCH_FLOATING_TYPES(grad_out.scalar_type(), "adaptive_conv_cpu_grad_input", [&] {
     const scalar_t* k = kt_pad.data_ptr<scalar_t>();
-    const int64_t plane = kh * kw;
     correlate<scalar_t>(g_pad, grad_in, (int)d, [=](int64_t b, int64_t y, int64_t x0) {
       return k + ((b * d + d - 1) * d + d - 1) * plane + y * kw + x0;
     }, KernelLayout{kw - d * plane, 1 - plane});
-    filter_grad<scalar_t>(grad_out, input, gkt);
   });
-  return {grad_in, gkt.permute({0, 3, 4, 1, 2}).contiguous()};
+  return grad_in;
+}
+
+// [B, H, W, d, d]: sum_c grad_out[b, c, y, x] * input[b, c, y+i, x+j]. This is both the
+// filter gradient of the adaptive convolution and the JBU's neighbourhood affinity.
+at::Tensor grad_filters(const at::Tensor& grad_out, const at::Tensor& input) {
+  check_cpu(grad_out, "grad_out");
+  check_cpu(input, "input");
+  const int64_t d = adaptive_conv::check_grad_filters(grad_out, input, "adaptive_conv_cpu.grad_filters");
+  if (needs_float32(input))
+    return grad_filters(grad_out.to(at::kFloat), input.to(at::kFloat)).to(input.scalar_type());
+  auto gkt = at::empty({grad_out.size(0), d, d, grad_out.size(2), grad_out.size(3)}, input.options());
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "adaptive_conv_cpu_grad_filters",
+                             [&] { filter_grad<scalar_t>(grad_out, input, gkt); });
+  return gkt.permute({0, 3, 4, 1, 2}).contiguous();
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "segearth_ov adaptive convolution, CPU (C++/OpenMP)";
   m.def("forward_out", &forward_out, "adaptive_conv into a preallocated out [B,C,H,W]");
   m.def("forward", &forward, "out = adaptive_conv(input [B,C,H+d-1,W+d-1], filters [B,H,W,d,d])");
-  m.def("backward", &backward, "(grad_input, grad_filters) from grad_out [B,C,H,W]");
+  m.def("grad_input", &grad_input, "grad of input [B,C,H+d-1,W+d-1] from grad_out [B,C,H,W] and filters");
+  m.def("grad_filters", &grad_filters, "[B,H,W,d,d] = sum_c grad_out[b,c,y,x] * input[b,c,y+i,x+j]");
 }

@@ -130,32 +130,47 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& filters) {
   return forward_out(input, filters, at::empty(adaptive_conv::out_shape(input, filters), input.options()));
 }
 
-std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& input, const at::Tensor& filters) {
+at::Tensor grad_input(const at::Tensor& grad_out, const at::Tensor& filters) {
+  check_cuda(grad_out, "grad_out");
+  check_cuda(filters, "filters");
+  adaptive_conv::check_grad_input(grad_out, filters, "adaptive_conv_cuda.grad_input");
+  const c10::cuda::CUDAGuard guard(grad_out.device());
+  const int64_t B = grad_out.size(0), C = grad_out.size(1), H = filters.size(1), W = filters.size(2), d = filters.size(3);
+  const auto kt = filters.permute({0, 3, 4, 1, 2}).contiguous();
+  auto grad_in = at::empty({B, C, H + d - 1, W + d - 1}, grad_out.options());
+  if (grad_in.numel() == 0) return grad_in;
+  if (grad_out.numel() == 0) return grad_in.zero_();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_out.scalar_type(), "adaptive_conv_cuda_grad_input", [&] {
+    grad_input_kernel<scalar_t><<<grid((H + d - 1) * (W + d - 1), (C + CPT - 1) / CPT, B), THREADS, 0,
+                                  c10::cuda::getCurrentCUDAStream()>>>(
+        grad_out.data_ptr<scalar_t>(), kt.data_ptr<scalar_t>(), grad_in.data_ptr<scalar_t>(), C, H, W, d);
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return grad_in;
+}
+
+at::Tensor grad_filters(const at::Tensor& grad_out, const at::Tensor& input) {
   check_cuda(grad_out, "grad_out");
   check_cuda(input, "input");
-  check_cuda(filters, "filters");
-  adaptive_conv::check_grad(grad_out, input, filters, "adaptive_conv_cuda.backward");
+  const int64_t d = adaptive_conv::check_grad_filters(grad_out, input, "adaptive_conv_cuda.grad_filters");
+  TORCH_CHECK(d <= 32, "adaptive_conv_cuda.grad_filters: kernel size d must be <= 32, got ", d);
   const c10::cuda::CUDAGuard guard(input.device());
-  const int64_t B = input.size(0), C = input.size(1), H = filters.size(1), W = filters.size(2), d = filters.size(3);
-  TORCH_CHECK(d <= 32, "adaptive_conv_cuda.backward: kernel size d must be <= 32, got ", d);
-  const auto kt = filters.permute({0, 3, 4, 1, 2}).contiguous();
-  auto grad_in = at::empty_like(input);
-  auto gkt = at::empty({B, d, d, H, W}, filters.options());
-  if (grad_in.numel() == 0 || gkt.numel() == 0) return {grad_in.zero_(), gkt.zero_().permute({0, 3, 4, 1, 2}).contiguous()};
-  auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "adaptive_conv_cuda_backward", [&] {
-    grad_input_kernel<scalar_t><<<grid((H + d - 1) * (W + d - 1), (C + CPT - 1) / CPT, B), THREADS, 0, stream>>>(
-        grad_out.data_ptr<scalar_t>(), kt.data_ptr<scalar_t>(), grad_in.data_ptr<scalar_t>(), C, H, W, d);
-    grad_filter_kernel<scalar_t><<<grid(H * W, d, B), THREADS, 0, stream>>>(
+  const int64_t B = grad_out.size(0), C = grad_out.size(1), H = grad_out.size(2), W = grad_out.size(3);
+  auto gkt = at::empty({B, d, d, H, W}, input.options());
+  if (gkt.numel() == 0) return gkt.permute({0, 3, 4, 1, 2});
+  if (C == 0) return gkt.zero_().permute({0, 3, 4, 1, 2}).contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "adaptive_conv_cuda_grad_filters", [&] {
+    grad_filter_kernel<scalar_t><<<grid(H * W, d, B), THREADS, 0, c10::cuda::getCurrentCUDAStream()>>>(
         grad_out.data_ptr<scalar_t>(), input.data_ptr<scalar_t>(), gkt.data_ptr<scalar_t>(), C, H, W, d);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {grad_in, gkt.permute({0, 3, 4, 1, 2}).contiguous()};
+  return gkt.permute({0, 3, 4, 1, 2}).contiguous();
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "segearth_ov adaptive convolution, CUDA";
   m.def("forward_out", &forward_out, "adaptive_conv into a preallocated out [B,C,H,W]");
   m.def("forward", &forward, "out = adaptive_conv(input [B,C,H+d-1,W+d-1], filters [B,H,W,d,d])");
-  m.def("backward", &backward, "(grad_input, grad_filters) from grad_out [B,C,H,W]");
+  m.def("grad_input", &grad_input, "grad of input [B,C,H+d-1,W+d-1] from grad_out [B,C,H,W] and filters");
+  m.def("grad_filters", &grad_filters, "[B,H,W,d,d] = sum_c grad_out[b,c,y,x] * input[b,c,y+i,x+j]");
 }

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segearth_ov.ops import adaptive_conv, adaptive_conv_backend
+from segearth_ov.ops import adaptive_conv, adaptive_conv_backend, local_correlation
 
 ops_module = sys.modules['segearth_ov.ops.adaptive_conv']  # the package attribute is the function
 from segearth_ov.ops.build import find_cuda_home, jit_build, load_extension
@@ -69,6 +69,52 @@ def test_non_contiguous_inputs(backend):
     k = torch.randn(2, 15, 9, d, d, dtype=torch.float64).transpose(1, 2)  # [2, 9, 15, d, d]
     assert not x.is_contiguous() and not k.is_contiguous()
     torch.testing.assert_close(adaptive_conv(x, k, backend=backend), reference(x, k))
+
+
+def reference_correlation(input, query):
+    """float64 ``sum_c query[b,c,y,x] * input[b,c,y+i,x+j]`` via F.unfold."""
+    b, c, h, w = query.shape
+    d = input.shape[2] - h + 1
+    cols = F.unfold(input.double(), d).view(b, c, d, d, h, w)
+    return torch.einsum('bcijhw,bchw->bhwij', cols, query.double())
+
+
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
+@pytest.mark.parametrize('d,shape', [(3, (2, 5, 7, 13)), (11, (2, 32, 12, 19))])
+def test_local_correlation_and_its_gradients(backend, d, shape):
+    native_or_skip(backend)
+    b, c, h, w = shape
+    x = torch.randn(b, c, h + d - 1, w + d - 1, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(b, c, h, w, dtype=torch.float64, requires_grad=True)
+    out = local_correlation(x, q, backend=backend)
+    ref_x = x.detach().clone().requires_grad_()
+    ref_q = q.detach().clone().requires_grad_()
+    ref = reference_correlation(ref_x, ref_q)
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    ref.backward(grad)
+    torch.testing.assert_close(x.grad, ref_x.grad)
+    torch.testing.assert_close(q.grad, ref_q.grad)
+
+
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
+def test_local_correlation_gradcheck(backend):
+    native_or_skip(backend)
+    x = torch.randn(2, 3, 6, 7, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: local_correlation(a, b, backend=backend), (x, q))
+
+
+def test_local_correlation_bad_input():
+    with pytest.raises(ValueError, match='input must be \\[B, C, H\\+d-1, W\\+d-1\\] with d odd'):
+        local_correlation(torch.randn(1, 2, 7, 7), torch.randn(1, 2, 4, 4))   # d = 4
+    with pytest.raises(ValueError, match='input must be'):
+        local_correlation(torch.randn(1, 2, 6, 8), torch.randn(1, 2, 4, 4))   # d differs per axis
+    with pytest.raises(ValueError, match='must be rank 4'):
+        local_correlation(torch.randn(2, 6, 6), torch.randn(2, 4, 4))
+    with pytest.raises(TypeError, match='input is torch.float32, query torch.float64'):
+        local_correlation(torch.randn(1, 2, 6, 6), torch.randn(1, 2, 4, 4, dtype=torch.float64))
 
 
 def test_native_forward_writes_every_output_element():
@@ -135,8 +181,10 @@ def test_native_checks_name_the_argument():
     x, k = make(1, 2, 4, 4, 3)
     with pytest.raises(RuntimeError, match='kernel size d must be odd'):
         ext.forward(torch.randn(1, 2, 7, 7), torch.randn(1, 4, 4, 4, 4))
-    with pytest.raises(RuntimeError, match='grad_out must be \\[B, C, H, W\\]'):
-        ext.backward(torch.randn(1, 2, 5, 4, dtype=torch.float64), x, k)
+    with pytest.raises(RuntimeError, match='grad_out must be \\[B, C, H, W\\] with B, H, W of filters'):
+        ext.grad_input(torch.randn(1, 2, 5, 4, dtype=torch.float64), k)
+    with pytest.raises(RuntimeError, match='input must be \\[B, C, H\\+d-1, W\\+d-1\\] \\(d odd\\)'):
+        ext.grad_filters(torch.randn(1, 2, 4, 4, dtype=torch.float64), torch.randn(1, 2, 7, 6, dtype=torch.float64))
     with pytest.raises(RuntimeError, match='out must be \\[B, C, H, W\\]'):
         ext.forward_out(x, k, torch.empty(1, 2, 4, 5, dtype=torch.float64))
 
@@ -201,7 +249,8 @@ def test_cuda_sources_compile(tmp_path):
         import segearth_ov._ext_cuda as ext
     except ImportError:
         ext = jit_build('cuda', tmp_path / 'cuda')
-    assert callable(ext.forward) and callable(ext.forward_out) and callable(ext.backward)
+    for name in ('forward', 'forward_out', 'grad_input', 'grad_filters'):
+        assert callable(getattr(ext, name))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import adaptive_conv
+from ..ops import adaptive_conv, local_correlation
 from .clip_loader import describe_key_mismatch, read_checkpoint
 
 logger = logging.getLogger('segearth_ov')
@@ -41,13 +41,11 @@ def neighbour_affinity(keys: Tensor, radius: int) -> Tensor:
     """Dot product of each pixel's key with its ``d x d`` reflect-padded neighbours.
 
     ``keys`` ``[B, K, H, W]`` -> ``[B, d * d, H, W]``, neighbour index ``i * d + j`` for
-    offset ``(i - r, j - r)``. Loops over offsets, never materialising ``K * d^2 * H * W``.
+    offset ``(i - r, j - r)``; never materialises ``K * d^2 * H * W``.
     """
-    h, w = keys.shape[-2:]
-    d = 2 * radius + 1
-    padded = pad_neighbourhood(keys, radius)
-    return torch.stack([(padded[:, :, i:i + h, j:j + w] * keys).sum(1)
-                        for i in range(d) for j in range(d)], dim=1)
+    b, _, h, w = keys.shape
+    corr = local_correlation(pad_neighbourhood(keys, radius), keys)  # [B, H, W, d, d]
+    return corr.reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
 
 class JBU(nn.Module):
