@@ -63,4 +63,5 @@ def test_tag_without_network_says_what_to_download(monkeypatch, tmp_path):
         build_clip('ViT-B-16', 'openai', cache_dir=str(tmp_path))
     message = str(info.value)
     assert 'ViT-B-16/openai' in message and str(tmp_path) in message
-    assert "pretrained='/path/to/weights.pt'" in message and 'ViT-B-16-quickgelu' in message
+    assert "pretrained='/path/to/ViT-B-16.pt'" in message and 'ViT-B-16-quickgelu' in message
+    assert 'weights file (ViT-B-16.pt)' in message

@@ -59,17 +59,19 @@ def _cache_hint(arch: str, tag: str, cache_dir: Optional[str]) -> str:
     import open_clip
     cfg = open_clip.get_pretrained_cfg(arch, tag) or {}
     source = cfg.get('hf_hub') or cfg.get('url') or '(see open_clip.list_pretrained())'
+    filename = os.path.basename(cfg['url']) if cfg.get('url') else 'open_clip_pytorch_model.bin'
     if cache_dir is None:
         try:
             from huggingface_hub.constants import HF_HUB_CACHE as cache_dir
         except ImportError:
             cache_dir = '~/.cache/huggingface/hub'
     local_arch = f'{arch}-quickgelu' if tag == 'openai' and 'quickgelu' not in arch else arch
-    return (f'It comes from {source} and is cached under {cache_dir}. Download it once on a '
+    return (f'The weights file ({filename}) comes from {source} and is cached under '
+            f'{cache_dir}. Download it once on a '
             f'machine with network access (python -c "import open_clip; '
             f"open_clip.create_model('{arch}', pretrained='{tag}')\"), copy the cache folder "
             f'here, or pass a local file: clip=dict(arch=\'{local_arch}\', '
-            f"pretrained='/path/to/weights.pt').")
+            f"pretrained='/path/to/{filename}').")
 
 
 def build_clip(arch: str, pretrained: Optional[str] = 'openai',
