@@ -7,6 +7,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import segearth_ov  # noqa: E402,F401  (compat shim + registration before mmseg imports)
+from mmengine.registry import init_default_scope  # noqa: E402
+
+init_default_scope('mmseg')  # what a config's default_scope does for the Runner
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get('SEGEARTH_OV_SHARED', REPO.parent / 'shared'))

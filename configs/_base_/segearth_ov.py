@@ -1,4 +1,6 @@
 # The SegEarth-OV model with the published defaults (SPEC §2) and the optical test pipeline.
+# Benchmark configs give data_root relative to the benchmark data folder: data/ by default,
+# $SEGEARTH_OV_DATA overrides it, and an absolute data_root (--cfg-options) is used as is.
 _base_ = ['./default_runtime.py']
 
 model = dict(
@@ -25,6 +27,7 @@ test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(448, 448), keep_ratio=True),
     dict(type='LoadAnnotations'),  # after Resize: labels stay at the original size
+    dict(type='CheckLabelSize'),
     dict(type='PackSegInputs'),
 ]
 test_dataloader = dict(

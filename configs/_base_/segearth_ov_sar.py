@@ -1,0 +1,22 @@
+# SegEarth-OV-2 on SAR: the AlignEarth backbone (an open_clip ViT-B-16 distilled to SAR),
+# SCLIP attention over the last 2 blocks, whole-image inference at 224 by default.
+# No SimFeatUp weights exist for AlignEarth features, so feature upsampling is off.
+_base_ = ['./segearth_ov.py']
+
+model = dict(
+    clip=dict(arch='ViT-B-16', pretrained='checkpoints/AlignEarth-SAR-ViT-B-16.pt'),
+    attention='SCLIP',
+    attention_layers=2,
+    upsampler=None,
+    prob_thd=0.0,
+    slide_crop=0,
+)
+
+sar_whole_pipeline = [
+    dict(type='LoadImageFromFile'),  # 1-band SAR is read as 3 identical bands
+    dict(type='Resize', scale=(224, 224), keep_ratio=True),
+    dict(type='LoadAnnotations'),
+    dict(type='CheckLabelSize'),
+    dict(type='PackSegInputs'),
+]
+test_dataloader = dict(dataset=dict(pipeline=sar_whole_pipeline))

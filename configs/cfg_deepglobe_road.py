@@ -1,0 +1,8 @@
+_base_ = ['./_base_/segearth_ov.py']
+
+model = dict(name_path='configs/names/road.txt', prob_thd=0.7, bg_idx=0)
+test_dataloader = dict(dataset=dict(
+    type='RoadDataset',
+    data_root='GlobalRoadSet_Val/DeepGlobe_test_1530',
+    img_suffix='.jpg',
+    data_prefix=dict(img_path='image_cvt', seg_map_path='label_cvt')))

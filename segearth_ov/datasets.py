@@ -1,0 +1,150 @@
+"""Benchmark datasets, registered in mmseg's ``DATASETS`` from one table.
+
+Every benchmark dataset resolves a relative ``data_root`` against the benchmark data folder
+(``data/`` by default, ``$SEGEARTH_OV_DATA`` overrides it; an absolute ``data_root``, e.g.
+from ``--cfg-options``, is used as is), and fails early with a message naming the missing
+folder or label file and the section of ``dataset_prepare.md`` to read.
+
+Sets mmseg already defines (LoveDA, Potsdam, Vaihingen, iSAID) are mmseg's own classes,
+subclassed only to add that behaviour; the binary building / road / water sets share one
+definition.
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+from typing import Dict, List, Tuple
+
+from mmcv.transforms import BaseTransform
+from mmseg.datasets import (BaseSegDataset, ISPRSDataset, LoveDADataset, PotsdamDataset,
+                            iSAIDDataset)
+from mmseg.registry import DATASETS, TRANSFORMS
+
+DATA_ROOT_ENV = 'SEGEARTH_OV_DATA'
+
+
+def benchmark_data_root() -> str:
+    """The folder that holds every benchmark (``$SEGEARTH_OV_DATA`` or ``data``)."""
+    return os.environ.get(DATA_ROOT_ENV) or 'data'
+
+
+def resolve_data_root(data_root: str) -> str:
+    if not data_root or osp.isabs(data_root):
+        return data_root
+    return osp.join(benchmark_data_root(), data_root)
+
+
+class BenchmarkDataset:
+    """Mixin: data-root resolution and early, named errors for missing data."""
+    PREPARE_SECTION = ''
+
+    def __init__(self, data_root: str = '', **kwargs):
+        super().__init__(data_root=resolve_data_root(data_root), **kwargs)
+
+    def _missing(self, what: str, path: str) -> FileNotFoundError:
+        return FileNotFoundError(
+            f'{type(self).__name__}: {what} {path} not found. Prepare the data as described in '
+            f'dataset_prepare.md, section "{self.PREPARE_SECTION}". Benchmarks are looked up '
+            f'under {benchmark_data_root()!r} (set ${DATA_ROOT_ENV} or pass '
+            f'--cfg-options test_dataloader.dataset.data_root=/path/to/set).')
+
+    def load_data_list(self) -> List[dict]:
+        for key, what in (('img_path', 'image folder'), ('seg_map_path', 'label folder')):
+            folder = self.data_prefix.get(key)
+            if folder and not osp.isdir(folder):
+                raise self._missing(what, folder)
+        if self.ann_file and not osp.isfile(self.ann_file):
+            raise self._missing('split file', self.ann_file)
+        data_list = super().load_data_list()
+        if not data_list:
+            raise FileNotFoundError(f'{type(self).__name__}: no images ending in '
+                                    f'{self.img_suffix!r} in {self.data_prefix.get("img_path")}')
+        for item in data_list:
+            seg = item.get('seg_map_path')
+            if seg and not osp.isfile(seg):
+                raise FileNotFoundError(f'{type(self).__name__}: label {seg} is missing for '
+                                        f'image {item["img_path"]}')
+        return data_list
+
+
+OEM_CLASSES = ('background', 'bareland', 'grass', 'pavement', 'road', 'tree', 'water',
+               'cropland', 'building')
+
+# name: (classes, defaults, dataset_prepare.md section)
+NEW_DATASETS: Dict[str, Tuple[tuple, dict, str]] = {
+    'OpenEarthMapDataset': (OEM_CLASSES, dict(img_suffix='.tif', seg_map_suffix='.tif'),
+                            'OpenEarthMap'),
+    'UAVidDataset': (('background', 'building', 'road', 'car', 'tree', 'vegetation', 'human'),
+                     dict(), 'UAVid'),
+    'UDD5Dataset': (('vegetation', 'building', 'road', 'vehicle', 'other'),
+                    dict(img_suffix='.JPG'), 'UDD5'),
+    'VDDDataset': (('other', 'wall', 'road', 'vegetation', 'vehicle', 'roof', 'water'),
+                   dict(img_suffix='.JPG'), 'VDD'),
+    # one binary-set definition for the building, road and water/flood benchmarks
+    'BuildingDataset': (('background', 'building'), dict(), 'Building sets'),
+    'RoadDataset': (('background', 'road'), dict(), 'Road sets'),
+    'WaterDataset': (('background', 'water'), dict(), 'WBS-SI'),
+    # SAR (SegEarth-OV-2)
+    'OpenEarthMapSARDataset': (OEM_CLASSES, dict(img_suffix='.tif', seg_map_suffix='.tif'),
+                               'OpenEarthMap-SAR'),
+    'DDHRNetKoreaDataset': (('building', 'road', 'greenery', 'water', 'farmland'), dict(),
+                            'DDHRNet'),
+    'DDHRNetShandongDataset': (('farmland', 'greenery', 'road', 'building', 'water'), dict(),
+                               'DDHRNet'),
+    'DDHRNetXianDataset': (('building', 'road', 'farmland', 'greenery', 'water'), dict(),
+                           'DDHRNet'),
+    'FUSARMapDataset': (('others', 'water', 'road', 'building', 'grass'), dict(), 'FUSAR-Map'),
+    'WHUOPTSARDataset': (('farmland', 'city', 'village', 'water', 'forest', 'road', 'others'),
+                         dict(img_suffix='.tif', seg_map_suffix='.tif'), 'WHU-OPT-SAR'),
+    'YESegOPTSARDataset': (('bareground', 'grass', 'dense tree cover', 'city', 'water',
+                            'roadway'), dict(), 'YESeg-OPT-SAR'),
+    'PIERGBSARDataset': (('background', 'city', 'road', 'water', 'forest', 'cropland'), dict(),
+                         'PIE-RGB-SAR'),
+}
+
+# registered name: (mmseg class, dataset_prepare.md section)
+MMSEG_DATASETS = {
+    'RSLoveDADataset': (LoveDADataset, 'LoveDA'),
+    'RSPotsdamDataset': (PotsdamDataset, 'ISPRS Potsdam'),
+    'RSVaihingenDataset': (ISPRSDataset, 'ISPRS Vaihingen'),
+    'RSiSAIDDataset': (iSAIDDataset, 'iSAID'),
+}
+
+
+def _new_dataset(name: str, classes: tuple, defaults: dict, section: str) -> type:
+    def __init__(self, img_suffix=defaults.get('img_suffix', '.png'),
+                 seg_map_suffix=defaults.get('seg_map_suffix', '.png'), **kwargs):
+        BenchmarkDataset.__init__(self, img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,
+                                  **kwargs)
+
+    return type(name, (BenchmarkDataset, BaseSegDataset), dict(
+        METAINFO=dict(classes=classes), PREPARE_SECTION=section, __init__=__init__,
+        __doc__=f'{name}: classes {", ".join(classes)}; see dataset_prepare.md "{section}".'))
+
+
+def _register_all() -> None:
+    for name, (classes, defaults, section) in NEW_DATASETS.items():
+        DATASETS.register_module(name=name, module=_new_dataset(name, classes, defaults, section))
+    for name, (base, section) in MMSEG_DATASETS.items():
+        DATASETS.register_module(name=name, module=type(name, (BenchmarkDataset, base), dict(
+            PREPARE_SECTION=section, __doc__=f'mmseg {base.__name__} with the benchmark data '
+                                             f'root and early errors.')))
+
+
+_register_all()
+
+
+@TRANSFORMS.register_module()
+class CheckLabelSize(BaseTransform):
+    """Fail with the file names when a label map and its image differ in size.
+
+    Place after ``LoadAnnotations``; compares against ``ori_shape`` (the image as read).
+    """
+
+    def transform(self, results: dict) -> dict:
+        label = results.get('gt_seg_map')
+        if label is not None and tuple(label.shape[:2]) != tuple(results['ori_shape'][:2]):
+            raise ValueError(f'label {results.get("seg_map_path")} is {label.shape[1]}x'
+                             f'{label.shape[0]} but image {results.get("img_path")} is '
+                             f'{results["ori_shape"][1]}x{results["ori_shape"][0]}')
+        return results

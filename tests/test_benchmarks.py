@@ -1,0 +1,143 @@
+"""Every benchmark config: loads, its dataset builds on a generated miniature of its layout,
+labels come out as the config implies, and bad data fails with named files."""
+import glob
+import inspect
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from mmengine.config import Config
+from mmseg.registry import DATASETS
+
+from conftest import REPO, shared_path
+from segearth_ov.models.text import read_class_names
+
+CONFIGS = sorted(Path(p).name for p in glob.glob(str(REPO / 'configs' / 'cfg_*.py')))
+
+
+def load(name):
+    return Config.fromfile(str(REPO / 'configs' / name))
+
+
+def suffix(ds_cfg, key):
+    if key in ds_cfg:
+        return ds_cfg[key]
+    for klass in DATASETS.get(ds_cfg.type).__mro__:
+        params = inspect.signature(klass.__init__).parameters
+        if key in params and params[key].default is not inspect.Parameter.empty:
+            return params[key].default
+    raise AssertionError(f'no default {key} for {ds_cfg.type}')
+
+
+def make_miniature(root, ds_cfg, label):
+    base = root / ds_cfg.data_root
+    img_dir = base / ds_cfg.data_prefix.img_path
+    ann_dir = base / ds_cfg.data_prefix.seg_map_path
+    img_dir.mkdir(parents=True)
+    ann_dir.mkdir(parents=True)
+    image = np.random.default_rng(0).integers(0, 255, (*label.shape, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(img_dir / ('tile_0' + suffix(ds_cfg, 'img_suffix'))), image)
+    assert cv2.imwrite(str(ann_dir / ('tile_0' + suffix(ds_cfg, 'seg_map_suffix'))), label)
+    if ds_cfg.get('ann_file'):
+        (base / ds_cfg.ann_file).write_text('tile_0\n')
+    return img_dir, ann_dir
+
+
+def test_all_25_benchmarks_have_a_config():
+    assert len(CONFIGS) == 25
+    assert sum(name.endswith('_sar.py') for name in CONFIGS) == 8
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_names_file_matches_dataset_classes(name):
+    cfg = load(name)
+    names = read_class_names(str(REPO / cfg.model.name_path))
+    classes = DATASETS.get(cfg.test_dataloader.dataset.type).METAINFO['classes']
+    assert names.num_classes == len(classes)
+    assert 0 <= cfg.model.bg_idx < len(classes)
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_dataset_builds_on_its_layout_and_labels_follow_the_config(name, tmp_path, monkeypatch):
+    cfg = load(name)
+    ds_cfg = cfg.test_dataloader.dataset
+    num_classes = len(DATASETS.get(ds_cfg.type).METAINFO['classes'])
+    reduce = ds_cfg.get('reduce_zero_label', False)
+    lossy = suffix(ds_cfg, 'seg_map_suffix').lower().endswith('.jpg')
+    label = np.zeros((24, 40), dtype=np.uint8)
+    values = range(1, num_classes + 1) if reduce else range(num_classes)
+    for index, value in enumerate(values):      # vertical stripes, one per class value
+        label[:, index * 40 // len(values):] = value
+    if lossy:                                    # JPEG masks: keep them flat
+        label[:] = 1
+    make_miniature(tmp_path, ds_cfg, label)
+    monkeypatch.setenv('SEGEARTH_OV_DATA', str(tmp_path))
+    dataset = DATASETS.build(ds_cfg)
+    assert len(dataset) == 1
+    sample = dataset[0]
+    gt = sample['data_samples'].gt_sem_seg.data[0].numpy()
+    expected = label.astype(np.int64)
+    if reduce:                                   # 0 -> ignore, k -> k - 1
+        expected = np.where(expected == 0, 255, expected - 1)
+    np.testing.assert_array_equal(gt, expected)
+    assert sample['inputs'].shape[0] == 3
+    scale = cfg.test_dataloader.dataset.pipeline[1]['scale'][0]
+    assert max(sample['inputs'].shape[1:]) == scale
+
+
+@pytest.mark.parametrize('name,folder,count', [('cfg_loveda.py', 'loveda', 3),
+                                               ('cfg_potsdam.py', 'potsdam', 1),
+                                               ('cfg_vaihingen.py', 'vaihingen', 1)])
+def test_real_tiles_load_through_the_unchanged_configs(name, folder, count, tmp_path, monkeypatch):
+    source = shared_path('rs_samples', folder)
+    ds_cfg = load(name).test_dataloader.dataset
+    for key, sub in (('img_path', 'img_dir'), ('seg_map_path', 'ann_dir')):
+        link = tmp_path / ds_cfg.data_root / ds_cfg.data_prefix[key]
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(source / sub, link)
+    monkeypatch.setenv('SEGEARTH_OV_DATA', str(tmp_path))
+    dataset = DATASETS.build(ds_cfg)
+    assert len(dataset) == count
+    gt = dataset[0]['data_samples'].gt_sem_seg.data.numpy()
+    raw = cv2.imread(dataset.get_data_info(0)['seg_map_path'], cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(gt[0], np.where(raw == 0, 255, raw.astype(np.int64) - 1))
+
+
+def test_missing_data_root_names_the_folder_and_the_guide(tmp_path, monkeypatch):
+    monkeypatch.setenv('SEGEARTH_OV_DATA', str(tmp_path))
+    with pytest.raises(FileNotFoundError) as info:
+        DATASETS.build(load('cfg_uavid.py').test_dataloader.dataset)
+    message = str(info.value)
+    assert str(tmp_path / 'UAVid' / 'img_dir' / 'test') in message
+    assert 'dataset_prepare.md, section "UAVid"' in message and 'SEGEARTH_OV_DATA' in message
+
+
+def test_absolute_data_root_overrides_the_benchmark_folder(tmp_path, monkeypatch):
+    ds_cfg = load('cfg_uavid.py').test_dataloader.dataset
+    make_miniature(tmp_path, ds_cfg, np.zeros((8, 8), np.uint8))
+    monkeypatch.setenv('SEGEARTH_OV_DATA', '/nonexistent')
+    ds_cfg.data_root = str(tmp_path / 'UAVid')
+    assert len(DATASETS.build(ds_cfg)) == 1
+
+
+def test_image_without_label(tmp_path, monkeypatch):
+    ds_cfg = load('cfg_uavid.py').test_dataloader.dataset
+    img_dir, ann_dir = make_miniature(tmp_path, ds_cfg, np.zeros((8, 8), np.uint8))
+    cv2.imwrite(str(img_dir / 'tile_1.png'), np.zeros((8, 8, 3), np.uint8))
+    monkeypatch.setenv('SEGEARTH_OV_DATA', str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=f'label {ann_dir / "tile_1.png"} is missing for '
+                                                f'image {img_dir / "tile_1.png"}'):
+        DATASETS.build(ds_cfg)
+
+
+def test_label_of_another_size(tmp_path, monkeypatch):
+    ds_cfg = load('cfg_uavid.py').test_dataloader.dataset
+    img_dir, ann_dir = make_miniature(tmp_path, ds_cfg, np.zeros((8, 8), np.uint8))
+    cv2.imwrite(str(ann_dir / 'tile_0.png'), np.zeros((8, 9), np.uint8))
+    monkeypatch.setenv('SEGEARTH_OV_DATA', str(tmp_path))
+    dataset = DATASETS.build(ds_cfg)
+    with pytest.raises(ValueError, match=f'label {ann_dir / "tile_0.png"} is 9x8 but image '
+                                         f'{img_dir / "tile_0.png"} is 8x8'):
+        dataset[0]
