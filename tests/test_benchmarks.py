@@ -141,3 +141,12 @@ def test_label_of_another_size(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=f'label {ann_dir / "tile_0.png"} is 9x8 but image '
                                          f'{img_dir / "tile_0.png"} is 8x8'):
         dataset[0]
+
+
+def test_every_error_section_exists_in_dataset_prepare():
+    from segearth_ov.datasets import MMSEG_DATASETS, NEW_DATASETS
+    guide = (REPO / 'dataset_prepare.md').read_text()
+    sections = {section for _, _, section in NEW_DATASETS.values()}
+    sections |= {section for _, section in MMSEG_DATASETS.values()}
+    for section in sections:
+        assert f'\n### {section}\n' in guide, section
