@@ -128,7 +128,7 @@ def main():
     print(f'adaptive_conv, C={CHANNELS}, B=1, fp32, {args.device}, {args.threads} threads; '
           f'reference fp32 matmul (4096^2): {peak:.1f} GFLOP/s\n')
     print('| kernel | out side | G mult-adds | native s | native GFLOP/s | % of matmul | '
-          'shifted s | x vs shifted | unfold s | x vs unfold | extra MiB native / shifted / unfold | output MiB |')
+          'shifted s | x vs shifted | unfold s | x vs unfold | peak MiB above inputs: native / shifted / unfold | output MiB |')
     print('|---|---|---|---|---|---|---|---|---|---|---|---|')
     for name, d in (('jbu_one', 11), ('jbu_stack', 7)):
         for side in SIDES:

@@ -8,6 +8,9 @@
 // torch.set_num_threads applies). float32 and float64 run natively; half and bfloat16
 // are computed in float32 and cast back.
 #include <ATen/Parallel.h>
+#include <sys/mman.h>
+
+#include <cstdint>
 
 #include "adaptive_conv.h"
 
@@ -159,6 +162,19 @@ void filter_grad(const at::Tensor& G, const at::Tensor& In, at::Tensor& gkt) {
   });
 }
 
+// A fresh multi-MB buffer is page-faulted in 4 KiB at a time on first write, which at the
+// last SimFeatUp step costs a sizeable part of the op. Where the kernel offers transparent
+// huge pages on request (the common `madvise` setting), ask for them: 512x fewer faults.
+void advise_huge_pages(const at::Tensor& t) {
+#ifdef MADV_HUGEPAGE
+  constexpr uintptr_t HUGE = uintptr_t(2) << 20;
+  const uintptr_t start = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t begin = (start + HUGE - 1) & ~(HUGE - 1);
+  const uintptr_t end = (start + t.numel() * t.element_size()) & ~(HUGE - 1);
+  if (end > begin + HUGE) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#endif
+}
+
 // Filters [B, H, W, d, d] packed as [B, H, W/TX, d*d, TX] (W zero-padded to whole tiles):
 // the d*d x TX values one output tile needs are one contiguous block, like a packed GEMM
 // operand, instead of d*d rows spread over d*d planes.
@@ -167,7 +183,10 @@ at::Tensor pack_filters(const at::Tensor& filters) {
   const int64_t tiles = (W + TX - 1) / TX;
   auto f = filters.reshape({B, H, W, d * d});
   if (tiles * TX != W) f = at::constant_pad_nd(f, {0, 0, 0, tiles * TX - W});
-  return f.view({B, H, tiles, TX, d * d}).permute({0, 1, 2, 4, 3}).contiguous();
+  auto packed = at::empty({B, H, tiles, d * d, TX}, filters.options());
+  advise_huge_pages(packed);
+  packed.copy_(f.view({B, H, tiles, TX, d * d}).permute({0, 1, 2, 4, 3}));
+  return packed;
 }
 
 bool needs_float32(const at::Tensor& t) {
@@ -209,7 +228,9 @@ at::Tensor forward(const at::Tensor& input, const at::Tensor& filters) {
   check_cpu(input, "input");
   check_cpu(filters, "filters");
   adaptive_conv::check_pair(input, filters, "adaptive_conv_cpu.forward");
-  return forward_out(input, filters, at::empty(adaptive_conv::out_shape(input, filters), input.options()));
+  auto out = at::empty(adaptive_conv::out_shape(input, filters), input.options());
+  advise_huge_pages(out);
+  return forward_out(input, filters, out);
 }
 
 // grad_in [B, C, H+d-1, W+d-1] = sum over the outputs whose window covers each input pixel.
@@ -227,6 +248,7 @@ at::Tensor grad_input(const at::Tensor& grad_out, const at::Tensor& filters) {
   const int64_t kh = kt_pad.size(3), kw = kt_pad.size(4), plane = kh * kw;
   auto grad_in = at::empty({grad_out.size(0), grad_out.size(1), filters.size(1) + d - 1, filters.size(2) + d - 1},
                            grad_out.options());
+  advise_huge_pages(grad_in);
   AT_DISPATCH_FLOATING_TYPES(grad_out.scalar_type(), "adaptive_conv_cpu_grad_input", [&] {
     const scalar_t* k = kt_pad.data_ptr<scalar_t>();
     correlate<scalar_t>(g_pad, grad_in, (int)d, [=](int64_t b, int64_t y, int64_t x0) {
@@ -245,6 +267,7 @@ at::Tensor grad_filters(const at::Tensor& grad_out, const at::Tensor& input) {
   if (needs_float32(input))
     return grad_filters(grad_out.to(at::kFloat), input.to(at::kFloat)).to(input.scalar_type());
   auto gkt = at::empty({grad_out.size(0), d, d, grad_out.size(2), grad_out.size(3)}, input.options());
+  advise_huge_pages(gkt);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "adaptive_conv_cpu_grad_filters",
                              [&] { filter_grad<scalar_t>(grad_out, input, gkt); });
   return gkt.permute({0, 3, 4, 1, 2}).contiguous();
