@@ -8,10 +8,11 @@ output pixel, shared by all channels, no flip), ``out`` ``[B, C, H, W]``.
 :func:`local_correlation` (the JBU's neighbourhood affinity) is the adaptive convolution's
 filter gradient and runs on the same kernels.
 
-:func:`adaptive_conv` and :func:`local_correlation` are the entry points. They pick a backend once per device type:
-``cuda`` (compiled CUDA kernel) for CUDA tensors, ``cpu`` (compiled C++/OpenMP kernel) for
-CPU tensors, and ``torch`` (pure PyTorch) when the compiled one is unavailable; it logs the
-choice once. ``SEGEARTH_OV_JBU_BACKEND=cuda|cpu|torch`` forces one.
+:func:`adaptive_conv` and :func:`local_correlation` are the entry points. They pick a
+backend once per device type: ``cuda`` (compiled CUDA kernels) for CUDA tensors, ``cpu``
+(compiled C++/OpenMP kernels) for CPU tensors, and ``torch`` (pure PyTorch) when the
+compiled one is unavailable; the choice is logged once. ``SEGEARTH_OV_JBU_BACKEND=cuda|cpu|torch``
+forces one.
 """
 from __future__ import annotations
 
@@ -57,19 +58,22 @@ def check_inputs(input: Tensor, filters: Tensor) -> Tuple[int, int, int, int, in
     return b, c, h, w, d
 
 
+def _acc_dtype(t: Tensor) -> torch.dtype:
+    return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
+
+
 def _channel_chunk(c: int, h: int, w: int, budget: int = 1 << 26) -> int:
     return max(1, min(c, budget // max(1, h * w)))
 
 
 def torch_forward(input: Tensor, filters: Tensor) -> Tensor:
-    """Shifted multiply-add over the ``d^2`` offsets, in the filters' precision.
-
-    Extra memory is one output-sized product per offset; no ``C * d^2 * H * W`` buffer.
-    """
+    """Shifted multiply-add over the ``d^2`` offsets, accumulated in place (half types in
+    float32): memory of the order of the output, never a ``C * d^2 * H * W`` buffer."""
     b, c, h, w, d = check_inputs(input, filters)
-    acc_dtype = torch.float32 if input.dtype in (torch.float16, torch.bfloat16) else input.dtype
+    acc_dtype = _acc_dtype(input)
     out = torch.zeros(b, c, h, w, dtype=acc_dtype, device=input.device)
-    k = filters.to(acc_dtype).permute(0, 3, 4, 1, 2).unsqueeze(3)  # [B, d, d, 1, H, W]
+    # [B, d, d, 1, H, W] with contiguous planes: a strided plane makes every addcmul_ a gather
+    k = filters.to(acc_dtype).permute(0, 3, 4, 1, 2).contiguous().unsqueeze(3)
     step = _channel_chunk(c, h, w)
     for c0 in range(0, c, step):
         chunk = input[:, c0:c0 + step].to(acc_dtype)
@@ -97,21 +101,17 @@ def check_correlation_inputs(input: Tensor, query: Tensor) -> int:
     return d
 
 
-def _acc_dtype(t: Tensor) -> torch.dtype:
-    return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
-
-
 def torch_grad_input(grad_out: Tensor, filters: Tensor) -> Tensor:
     """``grad_in[b,c,y+i,x+j] += grad_out[b,c,y,x] * k[b,y,x,i,j]`` by shifted adds."""
     b, c, h, w = grad_out.shape
     d = filters.shape[-1]
     acc = _acc_dtype(grad_out)
     grad_in = torch.zeros(b, c, h + d - 1, w + d - 1, dtype=acc, device=grad_out.device)
-    k = filters.to(acc)
+    k = filters.to(acc).permute(0, 3, 4, 1, 2).contiguous()  # [B, d, d, H, W]
     step = _channel_chunk(c, h, w)
     for i in range(d):
         for j in range(d):
-            kij = k[:, :, :, i, j].unsqueeze(1)
+            kij = k[:, i, j].unsqueeze(1)
             for c0 in range(0, c, step):
                 grad_in[:, c0:c0 + step, i:i + h, j:j + w].addcmul_(
                     grad_out[:, c0:c0 + step].to(acc), kij)
@@ -123,15 +123,15 @@ def torch_grad_filters(grad_out: Tensor, input: Tensor) -> Tensor:
     b, c, h, w = grad_out.shape
     d = input.shape[2] - h + 1
     acc = _acc_dtype(input)
-    out = torch.zeros(b, h, w, d, d, dtype=acc, device=input.device)
+    out = torch.zeros(b, d, d, h, w, dtype=acc, device=input.device)  # contiguous planes
     step = _channel_chunk(c, h, w)
     for c0 in range(0, c, step):
         g = grad_out[:, c0:c0 + step].to(acc)
         chunk = input[:, c0:c0 + step].to(acc)
         for i in range(d):
             for j in range(d):
-                out[:, :, :, i, j] += (chunk[:, :, i:i + h, j:j + w] * g).sum(1)
-    return out.to(input.dtype)
+                out[:, i, j] += (chunk[:, :, i:i + h, j:j + w] * g).sum(1)
+    return out.permute(0, 3, 4, 1, 2).contiguous().to(input.dtype)
 
 
 class _TorchKernels:
