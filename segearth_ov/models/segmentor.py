@@ -205,5 +205,4 @@ class SegEarthOV(BaseSegmentor):
         return self.encode_decode(inputs)
 
     def loss(self, inputs: Tensor, data_samples: List[SegDataSample]) -> dict:
-        raise NotImplementedError('SegEarthOV is training-free; to train a feature upsampler '
-                                  'use tools/train_upsampler.py')
+        raise NotImplementedError('SegEarthOV is training-free: it has no loss to train')

@@ -186,8 +186,8 @@ def build_upsampler(cfg: Optional[dict], feat_dim: int, patch_size: int) -> Opti
     cls = UPSAMPLERS[name]
     if patch_size != cls.scale:
         raise ValueError(f'upsampler {name} upsamples x{cls.scale} but the CLIP backbone has '
-                         f'patch size {patch_size}: set upsampler=None or train one for this '
-                         f'backbone with tools/train_upsampler.py')
+                         f'patch size {patch_size}: set upsampler=None (its weights only fit '
+                         f'patch-{cls.scale} features)')
     upsampler = cls(feat_dim=feat_dim, **cfg)
     if checkpoint:
         load_upsampler_checkpoint(upsampler, checkpoint)
