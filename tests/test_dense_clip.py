@@ -1,6 +1,5 @@
 """Dense CLIP path: reuse of open_clip weights and the modified last block(s)."""
 import copy
-import math
 
 import pytest
 import torch

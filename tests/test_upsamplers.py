@@ -1,5 +1,4 @@
 """JBU upsamplers against a naive float64 loop of SPEC §3, and strict checkpoint loading."""
-import copy
 import math
 
 import pytest

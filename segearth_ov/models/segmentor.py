@@ -10,7 +10,7 @@ Call flow of :meth:`SegEarthOV.predict`, per batch::
 from __future__ import annotations
 
 import contextlib
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
