@@ -1,12 +1,14 @@
-// CPU kernels of the adaptive convolution (forward, grad-input, grad-filter).
+// CPU kernels of the adaptive convolution (forward, grad-input, grad-filters).
 //
-// All three reduce to the same register-tiled loop: a tile of TX output columns for CB
-// channels (or CB kernel columns) is accumulated in registers over the d*d offsets, so each
-// filter value loaded is reused CB times and the inner loop is contiguous and vectorisable.
-// Filters are first transposed to [B, d, d, H, W] so that loads along x are contiguous.
-// Parallelism: at::parallel_for over independent output rows (torch's OpenMP pool, so
-// torch.set_num_threads applies). float32 and float64 run natively; half and bfloat16
-// are computed in float32 and cast back.
+// Forward and grad-input share one register-tiled loop (`correlate`): a tile of TX output
+// columns for CB channels is accumulated in registers over the d*d offsets, so each filter
+// vector loaded is reused CB times and every load is contiguous along x. Forward reads the
+// filters packed as [B, H, W/TX, d*d, TX]; grad-input gathers from the zero-padded grad and
+// the flipped, padded filters [B, d, d, H+2(d-1), W+2(d-1)]. Grad-filters (`filter_grad`, also
+// the JBU's local correlation) keeps JB kernel columns of a tile in registers over channels.
+// Parallelism: at::parallel_for over (row band x channel group) or (row x kernel row) tasks,
+// in torch's OpenMP pool, so torch.set_num_threads applies. float32 and float64 run
+// natively; half and bfloat16 are computed in float32 and cast back.
 #include <ATen/Parallel.h>
 #include <sys/mman.h>
 
