@@ -5,6 +5,6 @@ test_dataloader = dict(dataset=dict(
     type='WaterDataset',
     data_root='WBS-SI',
     img_suffix='.jpg',
-    seg_map_suffix='.jpg',
+    seg_map_suffix='.png',  # lossless 0/1 masks (JPEG would alter label values)
     ann_file='test.txt',
     data_prefix=dict(img_path='Images', seg_map_path='Masks_cvt')))

@@ -1,0 +1,101 @@
+"""``python tools/dataset_converters/convert.py SET RAW_DIR [-o OUT] [--force] ...``"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from ..datasets import benchmark_data_root
+from .sets import (convert_binary_masks, convert_inria, convert_isaid, convert_isprs,
+                   convert_loveda, convert_openearthmap, convert_uavid, convert_xbd)
+from .writer import OutputConflict, OutputWriter
+
+
+def _isprs(site):
+    def run(args, out, writer):
+        return convert_isprs(args.src, out, writer, site=site, splits=args.splits,
+                             crop=args.crop, stride=args.stride)
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description='Convert a raw benchmark download into the layout its config reads '
+                    '(see dataset_prepare.md). Archives may stay zipped. Re-running is safe: '
+                    'identical outputs are kept, different ones are refused without --force.')
+    sets = parser.add_subparsers(dest='set', required=True, metavar='SET')
+
+    def add(name, default_out, run, help):
+        sub = sets.add_parser(name, help=help, description=help)
+        sub.add_argument('src', type=Path, help='the raw download (folder)')
+        sub.add_argument('-o', '--out', type=Path, default=None,
+                         help=f'output folder (default: <data root>/{default_out}; the data '
+                              f'root is $SEGEARTH_OV_DATA or data/)' if default_out else
+                         'output folder (required)', required=default_out is None)
+        sub.add_argument('--force', action='store_true',
+                         help='replace existing outputs whose content differs')
+        sub.set_defaults(run=run, default_out=default_out)
+        return sub
+
+    for site in ('potsdam', 'vaihingen'):
+        sub = add(site, site, _isprs(site), f'ISPRS {site.capitalize()}: tiles -> 512 crops')
+        sub.add_argument('--splits', nargs='+', default=['val'], choices=['train', 'val'])
+        sub.add_argument('--crop', type=int, default=512)
+        sub.add_argument('--stride', type=int, default=512,
+                         help='crop stride (default 512 = the published crops, see '
+                              'dataset_prepare.md)')
+    sub = add('isaid', 'iSAID', lambda a, o, w: convert_isaid(
+        a.src, o, w, split=a.split, patch=a.patch, overlap=a.overlap),
+        'iSAID: images and colour masks -> 896 patches, 384 overlap')
+    sub.add_argument('--split', default='val')
+    sub.add_argument('--patch', type=int, default=896)
+    sub.add_argument('--overlap', type=int, default=384)
+    add('uavid', 'UAVid', lambda a, o, w: convert_uavid(a.src, o, w),
+        'UAVid: frames -> 1280x1080 patches, Moving_Car merged into car')
+    sub = add('binary-masks', None, lambda a, o, w: convert_binary_masks(
+        a.src, o, w, masks=a.masks, mask_suffix=a.mask_suffix, label_dir=a.label_dir,
+        label_suffix=a.label_suffix, images=a.images, image_suffix=a.image_suffix,
+        image_dir=a.image_dir, out_image_suffix=a.out_image_suffix, threshold=a.threshold),
+        'building / road / water sets: 0/255 masks -> 0/1 labels')
+    sub.add_argument('--masks', required=True, help='mask folder, relative to SRC')
+    sub.add_argument('--mask-suffix', default='.png', help='e.g. _mask.png')
+    sub.add_argument('--label-dir', default='label_cvt', help='output label folder in OUT')
+    sub.add_argument('--label-suffix', default='.png', help='.png or .tif')
+    sub.add_argument('--images', help='image folder, relative to SRC, to copy beside the '
+                                      'labels under new names')
+    sub.add_argument('--image-suffix', default='.jpg', help='e.g. _sat.jpg')
+    sub.add_argument('--image-dir', default='image_cvt', help='output image folder in OUT')
+    sub.add_argument('--out-image-suffix', help='default: --image-suffix')
+    sub.add_argument('--threshold', type=int, default=128)
+    sub = add('xbd', 'xBD', lambda a, o, w: convert_xbd(a.src, o, w, split=a.split),
+              'xBD: pre-disaster images, targets >= 1 -> 1')
+    sub.add_argument('--split', default='test')
+    sub = add('inria', 'Inria', lambda a, o, w: convert_inria(
+        a.src, o, w, patch=a.patch, tiles=a.tiles), 'Inria: tiles -> 1000x1000 patches, 0/1')
+    sub.add_argument('--patch', type=int, default=1000)
+    sub.add_argument('--tiles', type=int, nargs='+', default=[1, 2, 3, 4, 5],
+                     help='tile numbers of every city to convert (default 1-5)')
+    sub = add('openearthmap', 'OpenEarthMap', lambda a, o, w: convert_openearthmap(
+        a.src, o, w, split_file=a.split_file), 'OpenEarthMap: the val list')
+    sub.add_argument('--split-file', type=Path, help='default: SRC/val.txt')
+    sub = add('loveda', 'LoveDA', lambda a, o, w: convert_loveda(a.src, o, w, split=a.split),
+              'LoveDA: Rural + Urban of one split')
+    sub.add_argument('--split', default='Val')
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = args.out or Path(benchmark_data_root()) / args.default_out
+    writer = OutputWriter(force=args.force)
+    try:
+        report = args.run(args, out, writer)
+    except OutputConflict as error:
+        print(f'error: {error}\n(kept: {writer.summary()} files)', file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as error:
+        print(f'error: {error}\n(kept: {writer.summary()} files)', file=sys.stderr)
+        return 2
+    print(f'{report}\noutput: {out}')
+    return 0
