@@ -8,7 +8,7 @@ from . import compat
 
 compat.apply()
 
-from . import datasets  # noqa: E402,F401  (registration needs the shim first)
+from . import datasets, engine  # noqa: E402,F401  (registration needs the shim first)
 from .models import SegEarthOV  # noqa: E402
 
 __version__ = '0.1.0'
