@@ -83,6 +83,7 @@ setup(
     packages=find_packages(include=['segearth_ov', 'segearth_ov.*']),
     install_requires=read_requirements(),
     extras_require={'tests': read_requirements('requirements-test.txt')},
+    entry_points={'console_scripts': ['segearth-ov=segearth_ov.apis.cli:main']},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -9,7 +9,8 @@ from . import compat
 compat.apply()
 
 from . import datasets, engine  # noqa: E402,F401  (registration needs the shim first)
+from .apis import OpenVocabSegmenter  # noqa: E402
 from .models import SegEarthOV  # noqa: E402
 
 __version__ = '0.1.0'
-__all__ = ['SegEarthOV', '__version__']
+__all__ = ['SegEarthOV', 'OpenVocabSegmenter', '__version__']

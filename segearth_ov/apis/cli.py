@@ -1,0 +1,154 @@
+"""The ``segearth-ov`` command: ``predict`` and ``download-weights``."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+IMAGE_SUFFIXES = ('.tif', '.tiff', '.png', '.jpg', '.jpeg', '.jp2', '.img', '.vrt')
+
+
+def _bands(text: str) -> List[int]:
+    try:
+        return [int(b) for b in text.split(',')]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'--bands takes comma-separated band numbers, got '
+                                         f'{text!r}') from None
+
+
+def expand_inputs(inputs: List[str]) -> List[Path]:
+    """Files as given, folders expanded (recursively) to their image files, sorted."""
+    paths: List[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES
+                           and p.is_file())
+            if not found:
+                raise FileNotFoundError(f'folder {path} holds no image files '
+                                        f'({", ".join(IMAGE_SUFFIXES)})')
+            paths += found
+        else:
+            paths.append(path)  # a missing file is reported with its own error later
+    return paths
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='segearth-ov', description='Training-free '
+                                     'open-vocabulary segmentation of remote-sensing images.')
+    commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    predict = commands.add_parser(
+        'predict', help='segment images and GeoTIFF scenes of any size',
+        description='Segment images (PNG/JPEG/TIFF) and GeoTIFF scenes with your class names. '
+                    'Per input: a label map (GeoTIFF with the input\'s georeferencing and a '
+                    'colour table, or PNG), a colour overlay with a legend, and a JSON summary '
+                    'of class areas.')
+    predict.add_argument('inputs', nargs='+', help='image files and/or folders')
+    names = predict.add_mutually_exclusive_group(required=True)
+    names.add_argument('--classes', help='"building,roof;road;water;tree": semicolons '
+                                         'separate classes, commas synonyms')
+    names.add_argument('--names', help='class-name file: one class per line, commas separate '
+                                       'synonyms')
+    predict.add_argument('--out', required=True, help='output folder')
+    predict.add_argument('--config', help='start from a benchmark config\'s model settings')
+    predict.add_argument('--clip', help='open_clip architecture (default ViT-B-16)')
+    predict.add_argument('--pretrained', default='auto',
+                         help='open_clip tag, checkpoint path, or none (random weights); '
+                              'default: checkpoints/ViT-B-16.pt, then open_clip\'s cache')
+    predict.add_argument('--upsampler', default='auto',
+                         choices=['auto', 'jbu_one', 'jbu_stack', 'none'],
+                         help='auto: SimFeatUp when checkpoints/xclip_jbu_one_million_aid.ckpt '
+                              'exists')
+    predict.add_argument('--upsampler-checkpoint')
+    predict.add_argument('--tile', type=int, default=1024, help='tile side in input pixels')
+    predict.add_argument('--overlap', type=int, default=128,
+                         help='tile overlap; probabilities are blended across it')
+    predict.add_argument('--scale', type=float, default=1.0,
+                         help='resample the scene by this factor for the model (e.g. 0.5 '
+                              'for 0.15 m imagery to work at 0.3 m); outputs keep the input grid')
+    predict.add_argument('--bands', type=_bands, help='1-based bands in R,G,B order, e.g. '
+                                                      '4,3,2 for Sentinel-2; one band for SAR')
+    predict.add_argument('--device', choices=['cpu', 'cuda'])
+    predict.add_argument('--batch-size', type=int, default=4, help='tiles per forward pass')
+    predict.add_argument('--prob-thd', type=float, help='background threshold (class 0)')
+    predict.add_argument('--quiet', action='store_true', help='no progress bars')
+
+    download = commands.add_parser(
+        'download-weights', help='fetch CLIP and the SimFeatUp checkpoint (network needed)')
+    download.add_argument('--clip', default='ViT-B-16')
+    download.add_argument('--pretrained', default='openai', help='open_clip tag')
+    download.add_argument('--skip-clip', action='store_true')
+    download.add_argument('--upsampler-checkpoint', default=None,
+                          help='where to save SimFeatUp (default checkpoints/'
+                               'xclip_jbu_one_million_aid.ckpt)')
+    download.add_argument('--url', default=None, help=argparse.SUPPRESS)
+    download.add_argument('--force', action='store_true', help='download again')
+    return parser
+
+
+def _predict(args) -> int:
+    from .inference import OpenVocabSegmenter, parse_classes, read_names_file
+    try:
+        classes = read_names_file(args.names) if args.names else parse_classes(args.classes)
+        inputs = expand_inputs(args.inputs)
+        out = Path(args.out)
+        from .inference import _check_writable
+        _check_writable(out)
+        options = {} if args.prob_thd is None else dict(prob_thd=args.prob_thd)
+        segmenter = OpenVocabSegmenter(
+            classes, config=args.config, clip=args.clip, pretrained=args.pretrained,
+            upsampler=args.upsampler, upsampler_checkpoint=args.upsampler_checkpoint,
+            device=args.device, batch_size=args.batch_size, tile=args.tile,
+            overlap=args.overlap, scale=args.scale, bands=args.bands, **options)
+    except (FileNotFoundError, ValueError, PermissionError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    failed = []
+    for path in inputs:
+        try:
+            summary = segmenter.predict_file(path, out, progress=not args.quiet)
+        except (FileNotFoundError, ValueError, PermissionError) as error:
+            failed.append(path)
+            print(f'error: {path}: {error}', file=sys.stderr)
+            continue
+        top = sorted(summary['classes'], key=lambda c: -c['pixels'])[:3]
+        shares = ', '.join(f'{c["name"]} {100 * c["fraction"]:.1f}%' for c in top)
+        print(f'{path}: {summary["width"]}x{summary["height"]}, {summary["tiles"]} tiles in '
+              f'{summary["seconds"]:.1f} s -> {summary["labels"]} ({shares})')
+    if failed:
+        print(f'{len(failed)} of {len(inputs)} inputs failed; the outputs of the others are '
+              f'in {out}', file=sys.stderr)
+        return 1
+    return 0
+
+
+def _download(args) -> int:
+    from .weights import SIMFEATUP, SIMFEATUP_URL, download_clip, download_simfeatup
+    status = 0
+    if not args.skip_clip:
+        try:
+            print(f'CLIP: {download_clip(args.clip, args.pretrained)}')
+        except ConnectionError as error:
+            print(f'error: {error}', file=sys.stderr)
+            status = 1
+    try:
+        path = download_simfeatup(Path(args.upsampler_checkpoint or SIMFEATUP),
+                                  args.url or SIMFEATUP_URL, force=args.force)
+        print(f'SimFeatUp: {path} (git blob hash checked)')
+    except (ConnectionError, ValueError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        status = 1
+    return status
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    import segearth_ov  # noqa: F401  (registers the model; applies the mmcv-lite shim)
+    return _predict(args) if args.command == 'predict' else _download(args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""``OpenVocabSegmenter``: SegEarth-OV on NumPy images and on image files of any size."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from ..models.postprocess import threshold_to_background
+from .scenes import (ArrayScene, LabelWriter, RasterScene, blended_probabilities,
+                     raster_session, read_labels_preview, tile_grid)
+from .visualize import class_palette, overlay_with_legend
+from .weights import SIMFEATUP, resolve_clip
+
+logger = logging.getLogger(__name__)
+
+MODEL_OPTIONS_FROM_CONFIG = ('attention', 'attention_layers', 'cls_token_lambda', 'upsampler',
+                             'prob_thd', 'bg_idx', 'logit_scale', 'slide_crop',
+                             'slide_stride', 'window_batch_size', 'precision', 'clip')
+
+
+def parse_classes(classes: Union[str, Sequence[str]]) -> List[str]:
+    """Class lines from ``"building,roof;road;water"`` or a list; commas separate synonyms.
+
+    Empty lists, empty classes and a name used twice are errors naming the culprit.
+    """
+    lines = classes.split(';') if isinstance(classes, str) else list(classes)
+    lines = [','.join(name.strip() for name in str(line).split(',')) for line in lines]
+    if not lines or all(not line.strip(',') for line in lines):
+        raise ValueError('the class list is empty: give e.g. --classes "building,roof;road;water"')
+    seen: Dict[str, int] = {}
+    for index, line in enumerate(lines):
+        names = line.split(',')
+        if any(not name for name in names):
+            raise ValueError(f'class {index + 1} ({line!r}) has an empty name')
+        for name in names:
+            if name.lower() in seen:
+                raise ValueError(f'class name {name!r} is given twice (classes '
+                                 f'{seen[name.lower()] + 1} and {index + 1})')
+            seen[name.lower()] = index
+    return lines
+
+
+def read_names_file(path) -> List[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'class-name file {path} not found')
+    return parse_classes([line for line in path.read_text().splitlines() if line.strip()])
+
+
+def _model_options_from_config(config) -> dict:
+    from mmengine.config import Config
+    if not Path(config).is_file():
+        raise FileNotFoundError(f'config {config} not found')
+    model = Config.fromfile(str(config)).model
+    return {key: model[key] for key in MODEL_OPTIONS_FROM_CONFIG if key in model}
+
+
+class OpenVocabSegmenter:
+    """SegEarth-OV for arrays and files.
+
+    Args:
+        classes: class lines (``['building,roof', 'road']``) or ``"building,roof;road"``.
+        config: a benchmark config whose model settings to start from.
+        clip: open_clip architecture (default ViT-B-16).
+        pretrained: ``'auto'`` (local OpenAI file, then open_clip's cache, else a clear
+            error), an open_clip tag, a checkpoint path, or ``'none'`` (random weights).
+        upsampler: ``'auto'`` (SimFeatUp's jbu_one when its checkpoint is in
+            ``checkpoints/`` and the backbone is patch-16), ``'jbu_one'``, ``'jbu_stack'``
+            or ``'none'``.
+        upsampler_checkpoint: path for the upsampler weights.
+        device: ``'cpu'`` or ``'cuda'`` (default: cuda when available).
+        batch_size: tiles per forward pass.
+        tile, overlap: tile size and overlap in input pixels (files and large arrays).
+        scale: resampling factor applied to the scene before the model.
+        bands: 1-based bands to read, in R, G, B order (multispectral inputs).
+        **model_options: any other ``SegEarthOV`` argument (``prob_thd``, ``attention``...).
+    """
+
+    def __init__(self, classes, config=None, clip: Optional[str] = None,
+                 pretrained: Optional[str] = 'auto', upsampler: str = 'auto',
+                 upsampler_checkpoint: Optional[str] = None, device: Optional[str] = None,
+                 batch_size: int = 4, tile: int = 1024, overlap: int = 128, scale: float = 1.0,
+                 bands: Optional[Sequence[int]] = None, **model_options):
+        from ..models import SegEarthOV
+        self.class_lines = parse_classes(classes)
+        self.class_names = [line.split(',')[0] for line in self.class_lines]
+        options = _model_options_from_config(config) if config else {}
+        options.update(model_options)
+        config_clip = dict(options.pop('clip', None) or {})
+        arch = clip or config_clip.get('arch', 'ViT-B-16')
+        if pretrained == 'auto' and config_clip.get('pretrained') and not clip:
+            pretrained = config_clip['pretrained']
+        clip_cfg, self.weights_source = resolve_clip(arch, pretrained)
+        if self.weights_source is None:
+            logger.warning('CLIP has RANDOM weights: labels are a pipeline check, not a '
+                           'segmentation')
+        options['upsampler'] = self._upsampler(upsampler, upsampler_checkpoint,
+                                               clip_cfg['arch'], options.get('upsampler'))
+        self.device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+        if batch_size < 1:
+            raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+        self.batch_size, self.tile, self.overlap, self.scale = batch_size, tile, overlap, scale
+        self.bands = list(bands) if bands else None
+        self.model = SegEarthOV(clip=clip_cfg, classes=self.class_lines, **options
+                                ).to(self.device).eval()
+        self.palette = class_palette(len(self.class_lines))
+
+    @staticmethod
+    def _upsampler(choice: str, checkpoint: Optional[str], arch: str, from_config):
+        if choice == 'auto':
+            if from_config is not None and Path(from_config.get('checkpoint', '')).is_file():
+                return from_config
+            if checkpoint is None and SIMFEATUP.is_file() and '-16' in arch:
+                return dict(type='jbu_one', checkpoint=str(SIMFEATUP))
+            if checkpoint is None:
+                logger.info(f'SimFeatUp checkpoint {SIMFEATUP} not found (or the backbone is '
+                            f'not patch-16): feature upsampling is off. `segearth-ov '
+                            f'download-weights` fetches it.')
+                return None
+            choice = 'jbu_one'
+        if choice in (None, 'none'):
+            return None
+        checkpoint = checkpoint or str(SIMFEATUP)
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(
+                f'upsampler checkpoint {checkpoint} not found: run `segearth-ov '
+                f'download-weights` (SimFeatUp) or pass --upsampler-checkpoint PATH, or use '
+                f'--upsampler none')
+        return dict(type=choice, checkpoint=checkpoint)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_lines)
+
+    # ------------------------------------------------------------------ model on tiles
+    def probabilities(self, tiles: np.ndarray) -> np.ndarray:
+        """``[B, h, w, 3]`` uint8 RGB -> ``[B, C, h, w]`` float32 class probabilities."""
+        inputs = [torch.from_numpy(np.ascontiguousarray(tile[..., ::-1])).permute(2, 0, 1)
+                  for tile in tiles]  # the preprocessor takes BGR, as mmseg loads it
+        batch = self.model.data_preprocessor(dict(inputs=inputs))['inputs'].to(self.device)
+        samples = self.model.predict(batch)
+        return np.stack([s.seg_logits.data.float().cpu().numpy() for s in samples])
+
+    def labels_from_probabilities(self, probs: np.ndarray) -> np.ndarray:
+        """``[C, h, w]`` -> ``[h, w]`` uint8, with the model's background threshold."""
+        labels = threshold_to_background(torch.from_numpy(probs), self.model.prob_thd,
+                                         self.model.bg_idx)
+        return labels.numpy().astype(np.uint8)
+
+    # ------------------------------------------------------------------------- arrays
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Label map ``[H, W]`` (uint8 class indices) of an image ``[H, W]`` or
+        ``[H, W, C]`` (RGB order; other dtypes are stretched to 8 bit), tiled when larger
+        than ``tile``."""
+        scene = ArrayScene(image, self.bands)
+        labels = np.zeros((scene.height, scene.width), np.uint8)
+        for (y1, y2, x1, x2), probs in blended_probabilities(
+                scene, self.probabilities, self.tile, self.overlap, self.scale,
+                self.batch_size):
+            labels[y1:y2, x1:x2] = self.labels_from_probabilities(probs)
+        return labels
+
+    # -------------------------------------------------------------------------- files
+    def predict_file(self, path, out_dir, progress: bool = True,
+                     overlay_side: int = 2048) -> dict:
+        """Segment one image file of any size; writes ``<stem>_labels.tif`` (GeoTIFF with
+        the input's georeferencing and a colour table) or ``<stem>_labels.png``,
+        ``<stem>_overlay.png`` (at most ``overlay_side`` pixels on the long side, with a
+        legend) and ``<stem>.json`` (class areas). Returns the JSON summary."""
+        out_dir = Path(out_dir)
+        _check_writable(out_dir)
+        with raster_session():
+            return self._predict_file(Path(path), out_dir, progress, overlay_side)
+
+    def _predict_file(self, path: Path, out_dir: Path, progress: bool, overlay_side: int):
+        from tqdm import tqdm
+        scene = RasterScene(path, self.bands)
+        try:
+            label_path = out_dir / f'{path.stem}_labels{".tif" if scene.georeferenced else ".png"}'
+            writer = LabelWriter(label_path, scene, self.palette)
+            count = len(tile_grid(scene.height, scene.width, self.tile, self.overlap))
+            start = time.perf_counter()
+            with tqdm(total=count, desc=path.name, unit='tile', disable=not progress) as bar:
+                try:
+                    for window, probs in blended_probabilities(
+                            scene, self.probabilities, self.tile, self.overlap, self.scale,
+                            self.batch_size, bar.update):
+                        writer.write(window, self.labels_from_probabilities(probs))
+                    writer.close()
+                except BaseException:
+                    writer.abort()
+                    raise
+            seconds = time.perf_counter() - start
+            overlay_path = out_dir / f'{path.stem}_overlay.png'
+            self._overlay(scene, label_path, overlay_path, overlay_side)
+            summary = self._summary(path, scene, label_path, overlay_path, writer.counts, count,
+                                    seconds)
+        finally:
+            scene.close()
+        _atomic_write_text(out_dir / f'{path.stem}.json', json.dumps(summary, indent=2))
+        return summary
+
+    def _overlay(self, scene, label_path: Path, overlay_path: Path, side: int) -> None:
+        factor = min(1.0, side / max(scene.height, scene.width))
+        shape = (max(1, round(scene.height * factor)), max(1, round(scene.width * factor)))
+        rgb = scene.read((0, scene.height, 0, scene.width), None if factor == 1 else shape)
+        labels = read_labels_preview(label_path, shape)
+        image = overlay_with_legend(rgb, labels, self.class_names, self.palette,
+                                    title='SegEarth-OV' + ('' if self.weights_source
+                                                           else ' - RANDOM WEIGHTS'))
+        tmp = overlay_path.with_name(f'.{overlay_path.name}.tmp')
+        image.save(tmp, format='PNG')
+        os.replace(tmp, overlay_path)
+
+    def _summary(self, path, scene, label_path, overlay_path, counts, tiles, seconds) -> dict:
+        total = int(counts.sum())
+        area = scene.pixel_area_m2()
+        classes = [dict(name=name, synonyms=line, pixels=int(n),
+                        fraction=round(int(n) / total, 6) if total else 0.0,
+                        area_m2=None if area is None else round(int(n) * area, 3))
+                   for name, line, n in zip(self.class_names, self.class_lines, counts)]
+        return dict(
+            input=str(path), labels=str(label_path), overlay=str(overlay_path),
+            width=scene.width, height=scene.height,
+            crs=scene.crs.to_string() if scene.georeferenced else None,
+            pixel_area_m2=area,
+            area_note=None if area is not None else
+            'no projected CRS in metres: areas are given in pixels only',
+            bands=scene.bands, stretched=scene.limits is not None, tile=self.tile,
+            overlap=self.overlap, scale=self.scale, tiles=tiles,
+            seconds=round(seconds, 3), clip_weights=self.weights_source or 'RANDOM',
+            classes=classes)
+
+
+def _check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PermissionError(f'output folder {out_dir} cannot be created: {error}') from error
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise PermissionError(f'output folder {out_dir} is not writable')
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f'.{path.name}.tmp')
+    tmp.write_text(text)
+    os.replace(tmp, path)
