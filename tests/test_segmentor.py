@@ -86,7 +86,7 @@ def test_training_is_refused(seg):
     (dict(precision='fp8'), ValueError, 'precision must be one of'),
     (dict(classes=None), ValueError, 'exactly one of name_path'),
     (dict(classes=None, name_path='no/such/names.txt'), FileNotFoundError, 'no/such/names.txt'),
-    (dict(clip=dict(arch='ViT-B-32', pretrained=None), upsampler=dict(type='jbu_one')),
+    (dict(clip=dict(arch='ViT-B-32', pretrained=None), upsampler=dict(type='jbu_stack')),
      ValueError, 'patch size 32'),
 ])
 def test_bad_configuration(kwargs, error, message):

@@ -149,10 +149,23 @@ def test_missing_checkpoint_says_where_to_get_it(tmp_path):
 def test_unknown_upsampler_and_scale_mismatch():
     with pytest.raises(ValueError, match="unknown upsampler 'bilinear'.*jbu_one, jbu_stack"):
         build_upsampler(dict(type='bilinear'), 512, 16)
-    with pytest.raises(ValueError, match='x16 but the CLIP backbone has patch size 32.*'
-                                         'upsampler=None'):
-        build_upsampler(dict(type='jbu_one'), 512, 32)
+    with pytest.raises(ValueError, match='jbu_stack upsamples x16 but the CLIP backbone has '
+                                         'patch size 32.*jbu_one'):
+        build_upsampler(dict(type='jbu_stack'), 512, 32)
     assert build_upsampler(None, 512, 32) is None
+
+
+@pytest.mark.parametrize('patch,steps', [(16, 4), (32, 5), (14, 4), (8, 3)])
+def test_jbu_one_scale_follows_the_patch_size(patch, steps):
+    up = build_upsampler(dict(type='jbu_one'), 8, patch).eval()
+    assert up.num_steps == steps
+    assert set(up.state_dict()) == set(JBUOne(feat_dim=8).state_dict())  # same checkpoints
+    calls = []
+    up.up.register_forward_hook(lambda module, inputs, output: calls.append(output.shape[-2:]))
+    with torch.no_grad():
+        out = up(torch.randn(1, 8, 2, 3), torch.randn(1, 3, 2 * patch, 3 * patch))
+    assert out.shape == (1, 8, 2 * patch, 3 * patch) and torch.isfinite(out).all()
+    assert calls[-1] == (2 * 2 ** steps, 3 * 2 ** steps)  # x2 per step, then resized
 
 
 def test_grids_smaller_than_the_radius_fall_back_to_replicate_padding():

@@ -154,3 +154,13 @@ class DenseCLIP(nn.Module):
         b, _, d = tokens.shape
         patches = tokens[:, 1:].transpose(1, 2).reshape(b, d, *grid)
         return tokens[:, 0], patches
+
+    def penultimate_features(self, images: Tensor) -> Tensor:
+        """Features an upsampler is trained to reproduce (SimFeatUp): the output of every
+        block but the last, through ``ln_post`` and ``proj``. ``[B, 3, H, W]`` ->
+        ``[B, D, H / p, W / p]``."""
+        x, grid = self.embed_tokens(images)
+        for block in self.visual.transformer.resblocks[:-1]:
+            x = self._block(block, x)
+        tokens = self.project(x)
+        return tokens[:, 1:].transpose(1, 2).reshape(tokens.shape[0], -1, *grid)

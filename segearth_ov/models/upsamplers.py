@@ -7,6 +7,7 @@ normalised RGB image. Checkpoints are PyTorch-Lightning files (tensors under
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Optional
 
@@ -96,8 +97,8 @@ class JBU(nn.Module):
 
 
 class _Upsampler(nn.Module):
-    """Shared x16 structure: four JBU steps, then ``x + 0.1 * fixup(x)``."""
-    scale = 16
+    """Shared structure: x2 JBU steps up to the patch size (a final bilinear resize when it
+    is not a power of two, e.g. x14), then ``x + 0.1 * fixup(x)``."""
 
     def __init__(self, feat_dim: int):
         super().__init__()
@@ -108,29 +109,34 @@ class _Upsampler(nn.Module):
         raise NotImplementedError
 
     def forward(self, source: Tensor, guidance: Tensor) -> Tensor:
-        """``source`` ``[B, D, h, w]``, guidance ``[B, 3, 16h, 16w]`` -> ``[B, D, 16h, 16w]``."""
+        """``source`` ``[B, D, h, w]``, guidance ``[B, 3, H, W]`` -> ``[B, D, H, W]``."""
         if source.shape[1] != self.feat_dim:
             raise ValueError(f'{type(self).__name__} was built for {self.feat_dim}-dim '
                              f'features, got {source.shape[1]}')
         x = source
         for step in self.steps():
             x = step(x, guidance)
+        if x.shape[-2:] != guidance.shape[-2:]:
+            x = F.interpolate(x, guidance.shape[-2:], mode='bilinear', align_corners=False)
         return x + 0.1 * self.fixup_proj(x)
 
 
 class JBUOne(_Upsampler):
-    """SimFeatUp: ONE 11x11 JBU applied four times with shared weights."""
+    """SimFeatUp: ONE 11x11 JBU applied with shared weights ``ceil(log2(patch_size))`` times
+    (4 for patch 16, 5 for 32); the weights do not depend on the step count."""
 
-    def __init__(self, feat_dim: int = 512, radius: int = 5):
+    def __init__(self, feat_dim: int = 512, radius: int = 5, patch_size: int = 16):
         super().__init__(feat_dim)
         self.up = JBU(radius)
+        self.num_steps = max(1, math.ceil(math.log2(patch_size)))
 
     def steps(self):
-        return [self.up] * 4
+        return [self.up] * self.num_steps
 
 
 class JBUStack(_Upsampler):
-    """FeatUp: four distinct 7x7 JBU modules ``up1..up4``."""
+    """FeatUp: four distinct 7x7 JBU modules ``up1..up4`` (x16: patch-16 backbones only)."""
+    scale = 16
 
     def __init__(self, feat_dim: int = 512, radius: int = 3):
         super().__init__(feat_dim)
@@ -184,10 +190,12 @@ def build_upsampler(cfg: Optional[dict], feat_dim: int, patch_size: int) -> Opti
         raise ValueError(f'unknown upsampler {name!r}; choose one of '
                          f'{", ".join(UPSAMPLERS)} or None')
     cls = UPSAMPLERS[name]
-    if patch_size != cls.scale:
-        raise ValueError(f'upsampler {name} upsamples x{cls.scale} but the CLIP backbone has '
-                         f'patch size {patch_size}: set upsampler=None (its weights only fit '
-                         f'patch-{cls.scale} features)')
+    if cls is JBUStack and patch_size != JBUStack.scale:
+        raise ValueError(f'upsampler jbu_stack upsamples x16 but the CLIP backbone has patch '
+                         f'size {patch_size}: use jbu_one (any patch size; train it with '
+                         f'tools/train_upsampler.py) or upsampler=None')
+    if cls is JBUOne:
+        cfg.setdefault('patch_size', patch_size)
     upsampler = cls(feat_dim=feat_dim, **cfg)
     if checkpoint:
         load_upsampler_checkpoint(upsampler, checkpoint)
