@@ -1,14 +1,18 @@
 // CPU kernels of the adaptive convolution (forward, grad-input, grad-filters).
 //
-// Forward and grad-input share one register-tiled loop (`correlate`): a tile of TX output
-// columns for CB channels is accumulated in registers over the d*d offsets, so each filter
-// vector loaded is reused CB times and every load is contiguous along x. Forward reads the
-// filters packed as [B, H, W/TX, d*d, TX]; grad-input gathers from the zero-padded grad and
-// the flipped, padded filters [B, d, d, H+2(d-1), W+2(d-1)]. Grad-filters (`filter_grad`, also
-// the JBU's local correlation) keeps JB kernel columns of a tile in registers over channels.
-// Parallelism: at::parallel_for over (row band x channel group) or (row x kernel row) tasks,
-// in torch's OpenMP pool, so torch.set_num_threads applies. float32 and float64 run
-// natively; half and bfloat16 are computed in float32 and cast back.
+// float32 forward with d = 3, 7 or 11 (the JBU sizes) runs `correlate_rows`: a tile of
+// 4 output rows x 3 channels x 8 columns is accumulated in registers, each input row vector
+// loaded feeds every output row of the tile it reaches, and the filters are packed as
+// [B, H, W/8, d*d, 8]. Other forwards and grad-input share `correlate`: a tile of TX output
+// columns for CB channels over the d*d offsets, filters packed as [B, H, W/TX, d*d, TX];
+// grad-input gathers from the zero-padded grad and the flipped, padded filters
+// [B, d, d, H+2(d-1), W+2(d-1)]. Both prefetch the next tile's input columns by hand: a tile
+// reads dozens of input rows at once, more streams than the hardware prefetcher follows.
+// Grad-filters (`filter_grad`, also the JBU's local correlation) keeps JB kernel columns of
+// a tile in registers over channels. Parallelism: at::parallel_for over (row band x channel
+// group) or (row x kernel row) tasks, in torch's OpenMP pool, so torch.set_num_threads
+// applies. float32 and float64 run natively; half and bfloat16 are computed in float32 and
+// cast back.
 #include <ATen/Parallel.h>
 #include <sys/mman.h>
 
@@ -34,6 +38,8 @@ inline void tile(int d, const scalar_t* const a[CB], int64_t a_w, const scalar_t
   for (int i = 0; i < d; ++i) {
     const scalar_t* krow = k + i * k_si;
     const int64_t arow = i * a_w;
+    // the next tile's input columns: too many row streams for the hardware prefetcher
+    for (int cb = 0; cb < CB; ++cb) __builtin_prefetch(a[cb] + arow + TX + d + 8);
     for (int j = 0; j < d; ++j) {
       const scalar_t* kp = krow + j * k_sj;
       vec kv[NV];
@@ -123,6 +129,126 @@ void correlate(const at::Tensor& A, at::Tensor& out, int d, const KBase& kbase, 
   });
 }
 
+
+// ---- float32 forward for the JBU kernel sizes (d = 3, 7, 11): row-blocked tiles ----------
+// A tile is R output rows x CB channels x FX columns. Input row r of the R + D - 1 rows it
+// touches is loaded once per (r, j) and feeds every output row q whose offset i = r - q is
+// in [0, D), so loads per FMA drop from 1.25 (one row per tile) to about 0.65. With R and D
+// compile-time constants the (r, q) loops unroll and the row conditions vanish.
+constexpr int FX = 8;    // columns per tile: one AVX2 float vector
+constexpr int FR = 4;    // output rows per tile
+constexpr int FCB = 3;   // channels per tile: 12 accumulators + 3 inputs + 1 filter registers
+
+template <int CB, int R, int D>
+inline void rows_tile(const float* const a[CB], int64_t a_w, const float* k, int64_t k_row,
+                      float* const out[CB], int64_t out_w) {
+  typedef float vec __attribute__((vector_size(32)));
+  typedef float uvec __attribute__((vector_size(32), aligned(4)));
+  vec acc[R][CB] = {};
+#pragma GCC unroll 16
+  for (int r = 0; r < R + D - 1; ++r) {
+    for (int cb = 0; cb < CB; ++cb) __builtin_prefetch(a[cb] + r * a_w + FX + D + 8);
+    for (int j = 0; j < D; ++j) {
+      vec in[CB];
+      for (int cb = 0; cb < CB; ++cb) in[cb] = *reinterpret_cast<const uvec*>(a[cb] + r * a_w + j);
+#pragma GCC unroll 4
+      for (int q = 0; q < R; ++q) {
+        const int i = r - q;
+        if (i < 0 || i >= D) continue;
+        const vec kv = *reinterpret_cast<const uvec*>(k + q * k_row + (i * D + j) * FX);
+        for (int cb = 0; cb < CB; ++cb) acc[q][cb] += kv * in[cb];
+      }
+    }
+  }
+  for (int q = 0; q < R; ++q)
+    for (int cb = 0; cb < CB; ++cb) *reinterpret_cast<uvec*>(out[cb] + q * out_w) = acc[q][cb];
+}
+
+// Columns [x0, OW) of one output row (fewer than FX), from the same packed filters.
+inline void rows_tail(int d, int width, const float* a, int64_t a_w, const float* k, float* out) {
+  for (int t = 0; t < width; ++t) {
+    float acc = 0;
+    for (int i = 0; i < d; ++i)
+      for (int j = 0; j < d; ++j) acc += k[(i * d + j) * FX + t] * a[i * a_w + j + t];
+    out[t] = acc;
+  }
+}
+
+template <int CB, int R, int D>
+inline void rows_block(const float* A, int64_t a_plane, int64_t a_w, const float* K,
+                       int64_t k_row, float* O, int64_t o_plane, int64_t OW, int64_t y,
+                       int64_t x0) {
+  const float* a[CB];
+  float* o[CB];
+  for (int cb = 0; cb < CB; ++cb) {
+    a[cb] = A + cb * a_plane + y * a_w + x0;
+    o[cb] = O + cb * o_plane + y * OW + x0;
+  }
+  rows_tile<CB, R, D>(a, a_w, K + y * k_row + (x0 / FX) * D * D * FX, k_row, o, OW);
+}
+
+// out [B, C, OH, OW] from A [B, C, OH+D-1, OW+D-1] and filters packed with width FX.
+// Tasks are (band of output rows) x (group of channels); inside, a tile's filters (R x D*D
+// x FX floats) stay in L1 while every channel block of the group uses them.
+template <int D>
+void correlate_rows(const at::Tensor& A, at::Tensor& out, const at::Tensor& packed) {
+  constexpr int64_t GROUP = 8 * FCB;
+  constexpr int64_t BAND = 4 * FR;
+  const int64_t B = A.size(0), C = A.size(1), OH = out.size(2), OW = out.size(3);
+  const int64_t a_h = A.size(2), a_w = A.size(3), a_plane = a_h * a_w, o_plane = OH * OW;
+  const int64_t tiles = packed.size(2), k_row = tiles * D * D * FX, full = OW / FX * FX;
+  const int64_t bands = (OH + BAND - 1) / BAND, groups = (C + GROUP - 1) / GROUP;
+  const float* a_ptr = A.data_ptr<float>();
+  const float* k_ptr = packed.data_ptr<float>();
+  float* o_ptr = out.data_ptr<float>();
+  at::parallel_for(0, B * bands * groups, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t group = task % groups, band = (task / groups) % bands, b = task / (groups * bands);
+      const int64_t y_end = std::min((band + 1) * BAND, OH), c_end = std::min((group + 1) * GROUP, C);
+      const float* K = k_ptr + b * OH * k_row;
+      for (int64_t y = band * BAND; y < y_end;) {
+        const bool block = y + FR <= y_end;
+        for (int64_t x0 = 0; x0 < full; x0 += FX) {
+          for (int64_t c = group * GROUP; c < c_end;) {
+            const float* Ab = a_ptr + (b * C + c) * a_plane;
+            float* Ob = o_ptr + (b * C + c) * o_plane;
+            if (c + FCB <= c_end) {
+              if (block) rows_block<FCB, FR, D>(Ab, a_plane, a_w, K, k_row, Ob, o_plane, OW, y, x0);
+              else rows_block<FCB, 1, D>(Ab, a_plane, a_w, K, k_row, Ob, o_plane, OW, y, x0);
+              c += FCB;
+            } else {
+              if (block) rows_block<1, FR, D>(Ab, a_plane, a_w, K, k_row, Ob, o_plane, OW, y, x0);
+              else rows_block<1, 1, D>(Ab, a_plane, a_w, K, k_row, Ob, o_plane, OW, y, x0);
+              c += 1;
+            }
+          }
+        }
+        const int64_t rows = block ? FR : 1;
+        if (full < OW)
+          for (int64_t yy = y; yy < y + rows; ++yy)
+            for (int64_t c = group * GROUP; c < c_end; ++c)
+              rows_tail(D, (int)(OW - full), a_ptr + (b * C + c) * a_plane + yy * a_w + full, a_w,
+                        K + yy * k_row + (full / FX) * D * D * FX,
+                        o_ptr + (b * C + c) * o_plane + yy * OW + full);
+        y += rows;
+      }
+    }
+  });
+}
+
+at::Tensor pack_filters(const at::Tensor& filters, int64_t width);
+
+// Whether the row-blocked float kernel has an instantiation for this case.
+bool rows_kernel(const at::Tensor& input, const at::Tensor& filters, at::Tensor& out) {
+  const int64_t d = filters.size(3);
+  if (input.scalar_type() != at::kFloat || (d != 3 && d != 7 && d != 11)) return false;
+  const auto packed = pack_filters(filters, FX);
+  if (d == 3) correlate_rows<3>(input, out, packed);
+  else if (d == 7) correlate_rows<7>(input, out, packed);
+  else correlate_rows<11>(input, out, packed);
+  return true;
+}
+
 // gkt[b, i, j, y, x] = sum_c G[b, c, y, x] * In[b, c, y+i, x+j], JB kernel columns at a time.
 template <typename scalar_t>
 void filter_grad(const at::Tensor& G, const at::Tensor& In, at::Tensor& gkt) {
@@ -177,17 +303,17 @@ void advise_huge_pages(const at::Tensor& t) {
 #endif
 }
 
-// Filters [B, H, W, d, d] packed as [B, H, W/TX, d*d, TX] (W zero-padded to whole tiles):
-// the d*d x TX values one output tile needs are one contiguous block, like a packed GEMM
-// operand, instead of d*d rows spread over d*d planes.
-at::Tensor pack_filters(const at::Tensor& filters) {
+// Filters [B, H, W, d, d] packed as [B, H, W/width, d*d, width] (W zero-padded to whole
+// tiles): the d*d x width values one output tile needs are one contiguous block, like a
+// packed GEMM operand, instead of d*d rows spread over d*d planes.
+at::Tensor pack_filters(const at::Tensor& filters, int64_t width) {
   const int64_t B = filters.size(0), H = filters.size(1), W = filters.size(2), d = filters.size(3);
-  const int64_t tiles = (W + TX - 1) / TX;
+  const int64_t tiles = (W + width - 1) / width;
   auto f = filters.reshape({B, H, W, d * d});
-  if (tiles * TX != W) f = at::constant_pad_nd(f, {0, 0, 0, tiles * TX - W});
-  auto packed = at::empty({B, H, tiles, d * d, TX}, filters.options());
+  if (tiles * width != W) f = at::constant_pad_nd(f, {0, 0, 0, tiles * width - W});
+  auto packed = at::empty({B, H, tiles, d * d, width}, filters.options());
   advise_huge_pages(packed);
-  packed.copy_(f.view({B, H, tiles, TX, d * d}).permute({0, 1, 2, 4, 3}));
+  packed.copy_(f.view({B, H, tiles, width, d * d}).permute({0, 1, 2, 4, 3}));
   return packed;
 }
 
@@ -214,9 +340,10 @@ at::Tensor forward_out(const at::Tensor& input, const at::Tensor& filters, at::T
     out.copy_(forward_out(input.to(at::kFloat), filters.to(at::kFloat), out32));
     return out;
   }
+  if (rows_kernel(input, filters, out)) return out;
   const int d = (int)filters.size(3);
   const int64_t H = filters.size(1), tiles = (filters.size(2) + TX - 1) / TX;
-  const auto packed = pack_filters(filters);
+  const auto packed = pack_filters(filters, TX);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "adaptive_conv_cpu_forward", [&] {
     const scalar_t* k = packed.data_ptr<scalar_t>();
     correlate<scalar_t>(input, out, d, [=](int64_t b, int64_t y, int64_t x0) {

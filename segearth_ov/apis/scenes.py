@@ -180,15 +180,25 @@ class ArrayScene:
 
 
 # ------------------------------------------------------------------------------ blending
+def tile_spans(size: int, tile: int, overlap: int) -> List[Tuple[int, int]]:
+    """``(start, end)`` along one axis: the fewest tiles of at most ``tile`` pixels whose
+    neighbours overlap by at least ``overlap``, all of one length and evenly spread (so no
+    last tile is shifted back over most of its neighbour)."""
+    if size <= tile:
+        return [(0, size)]
+    count = math.ceil((size - overlap) / (tile - overlap))
+    length = math.ceil((size + (count - 1) * overlap) / count)
+    return window_spans(size, length, length - overlap)
+
+
 def tile_grid(height: int, width: int, tile: int, overlap: int) -> List[Window]:
-    """Tiles of ``tile`` pixels overlapping by ``overlap`` (the last row and column end at
-    the border), row by row."""
+    """Tiles covering the scene (see :func:`tile_spans`), row by row."""
     if tile <= 0:
         raise ValueError(f'tile size must be positive, got {tile}')
     if not 0 <= overlap < tile:
         raise ValueError(f'overlap must be in [0, tile), got {overlap} for tile {tile}')
-    return [(y1, y2, x1, x2) for y1, y2 in window_spans(height, tile, tile - overlap)
-            for x1, x2 in window_spans(width, tile, tile - overlap)]
+    return [(y1, y2, x1, x2) for y1, y2 in tile_spans(height, tile, overlap)
+            for x1, x2 in tile_spans(width, tile, overlap)]
 
 
 def edge_ramp(start: int, end: int, size: int, overlap: int) -> np.ndarray:
