@@ -96,7 +96,8 @@ def matmul_gflops(device, threads, n=4096, reps=8):
 def child(args):
     if args.method == 'matmul':
         return dict(gflops=matmul_gflops(args.device, args.threads))
-    repeats = 1 if args.method == 'unfold' or (args.side >= 112 and args.device == 'cpu') else 3
+    # mean of several calls after a warm-up (one for unfold: it takes up to a minute)
+    repeats = 1 if args.method == 'unfold' else (3 if args.side >= 112 else 10)
     if args.device == 'cuda':
         repeats = 20
     return measure(args.method, args.side, args.d, args.device, args.threads, repeats)

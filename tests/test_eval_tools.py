@@ -121,9 +121,16 @@ def test_eval_prints_and_stores_hand_computed_metrics(uavid_like, tmp_path, caps
     assert len(summary_rows(results)[0]) == 1
 
 
-def test_eval_missing_config(tmp_path, capsys):
+def test_eval_missing_config_or_data(tmp_path, capsys):
     assert eval_main(['--config', str(tmp_path / 'nope.py')]) == 2
     assert 'nope.py not found' in capsys.readouterr().err
+    config = write_config(tmp_path / 'configs', 'cfg_uavid', 'cfg_uavid.py', tmp_path / 'absent',
+                          7)
+    assert eval_main(['--config', str(config), '--work-dir', str(tmp_path / 'work'),
+                      '--results', str(tmp_path / 'r.xlsx')]) == 2
+    err = capsys.readouterr().err
+    assert 'absent' in err and 'dataset_prepare.md' in err
+    assert not (tmp_path / 'r.xlsx').exists()
 
 
 def test_dist_test_two_cpu_processes_match_one(uavid_like, tmp_path):

@@ -17,25 +17,17 @@ import torch
 from PIL import Image
 
 import segearth_ov  # noqa: F401  (registers the model; applies the mmcv-lite shim)
-from segearth_ov.apis import overlay_with_legend
+from segearth_ov.apis import overlay_with_legend, weights
 from segearth_ov.models import SegEarthOV
-from segearth_ov.models.clip_loader import pretrained_is_cached
 from segearth_ov.models.text import read_class_names
 
-LOCAL_OPENAI = 'checkpoints/ViT-B-16.pt'
-SIMFEATUP = 'checkpoints/xclip_jbu_one_million_aid.ckpt'
-
-
 def resolve_clip(pretrained):
-    """``(clip config, description)`` following the order in the module docstring."""
-    if pretrained:
-        arch = 'ViT-B-16-quickgelu' if pretrained.endswith('ViT-B-16.pt') else 'ViT-B-16'
-        return dict(arch=arch, pretrained=pretrained), pretrained
-    if os.path.isfile(LOCAL_OPENAI):
-        return dict(arch='ViT-B-16-quickgelu', pretrained=LOCAL_OPENAI), LOCAL_OPENAI
-    if pretrained_is_cached('ViT-B-16', 'openai'):
-        return dict(arch='ViT-B-16', pretrained='openai'), 'open_clip cache (openai)'
-    return dict(arch='ViT-B-16', pretrained=None), None
+    """``(clip config, description)``: --pretrained, else what ``segearth-ov predict`` finds
+    (checkpoints/ViT-B-16.pt, then open_clip's cache), else random weights (None)."""
+    try:
+        return weights.resolve_clip('ViT-B-16', pretrained or 'auto')
+    except FileNotFoundError:
+        return dict(arch='ViT-B-16', pretrained=None), None
 
 
 def main(argv=None):
@@ -47,7 +39,7 @@ def main(argv=None):
     parser.add_argument('--out', default='outputs/demo_overlay.png')
     parser.add_argument('--pretrained', default=None,
                         help='open_clip tag or local CLIP checkpoint (default: see above)')
-    parser.add_argument('--upsampler-checkpoint', default=SIMFEATUP)
+    parser.add_argument('--upsampler-checkpoint', default=str(weights.SIMFEATUP))
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     args = parser.parse_args(argv)
 

@@ -56,7 +56,11 @@ def eval_main(argv: Optional[List[str]] = None) -> int:
         print(f'error: {error}', file=sys.stderr)
         return 2
     init_distributed(args.launcher)
-    result = evaluate(cfg)
+    try:
+        result = evaluate(cfg)
+    except FileNotFoundError as error:  # data or weights: the message says what to do
+        print(f'error: {error}', file=sys.stderr)
+        return 2
     if is_main_process():
         row = results_row(args.config, cfg, result)
         book = ResultsBook(args.results)
