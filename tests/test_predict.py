@@ -180,6 +180,18 @@ def test_tile_covering_the_image_equals_whole_image_inference(segmenter):
     assert np.array_equal(segmenter(image), expected)  # 100x120 fits in one 128 tile
 
 
+def test_settings_from_a_benchmark_config():
+    from conftest import REPO
+    seg = OpenVocabSegmenter(['water', 'land'], config=REPO / 'configs' / 'cfg_fusar_sar.py',
+                             clip='ViT-S-16', pretrained='none', upsampler='none', device='cpu',
+                             prompt_templates=['{}'])
+    assert seg.model.dense_clip.attention == 'SCLIP'
+    assert seg.model.dense_clip.attention_layers == 2 and seg.model.slide_crop == 224
+    assert seg.model.bg_idx == 0 and seg.model.prob_thd == 0.0  # not the benchmark's own
+    with pytest.raises(FileNotFoundError, match='config .*nope.py not found'):
+        OpenVocabSegmenter(['a', 'b'], config='nope.py', pretrained='none')
+
+
 # ----------------------------------------------------------------------------- GeoTIFF
 def test_geotiff_keeps_georeferencing_and_areas_add_up(segmenter, tmp_path):
     write_geotiff(tmp_path / 'scene.tif', smooth_scene(200, 300))

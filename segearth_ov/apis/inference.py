@@ -19,9 +19,11 @@ from .weights import SIMFEATUP, resolve_clip
 
 logger = logging.getLogger(__name__)
 
+# a benchmark config's model settings that carry over to other classes (its prob_thd and
+# bg_idx refer to the benchmark's own class list)
 MODEL_OPTIONS_FROM_CONFIG = ('attention', 'attention_layers', 'cls_token_lambda', 'upsampler',
-                             'prob_thd', 'bg_idx', 'logit_scale', 'slide_crop',
-                             'slide_stride', 'window_batch_size', 'precision', 'clip')
+                             'logit_scale', 'slide_crop', 'slide_stride', 'window_batch_size',
+                             'precision', 'clip')
 
 
 def parse_classes(classes: Union[str, Sequence[str]]) -> List[str]:
@@ -94,8 +96,9 @@ class OpenVocabSegmenter:
         options.update(model_options)
         config_clip = dict(options.pop('clip', None) or {})
         arch = clip or config_clip.get('arch', 'ViT-B-16')
-        if pretrained == 'auto' and config_clip.get('pretrained') and not clip:
-            pretrained = config_clip['pretrained']
+        if pretrained == 'auto' and not clip and config_clip.get('pretrained') not in (None,
+                                                                                    'openai'):
+            pretrained = config_clip['pretrained']  # e.g. the SAR configs' AlignEarth file
         clip_cfg, self.weights_source = resolve_clip(arch, pretrained)
         if self.weights_source is None:
             logger.warning('CLIP has RANDOM weights: labels are a pipeline check, not a '
