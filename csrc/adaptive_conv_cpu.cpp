@@ -9,7 +9,7 @@
 // [B, d, d, H+2(d-1), W+2(d-1)]. Both prefetch the next tile's input columns by hand: a tile
 // reads dozens of input rows at once, more streams than the hardware prefetcher follows.
 // Grad-filters (`filter_grad`, also the JBU's local correlation) keeps JB kernel columns of
-// a tile in registers over channels. Parallelism: at::parallel_for over (row band x channel
+// a tile in registers over channels, prefetching the rows of the channel 8 planes ahead. Parallelism: at::parallel_for over (row band x channel
 // group) or (row x kernel row) tasks, in torch's OpenMP pool, so torch.set_num_threads
 // applies. float32 and float64 run natively; half and bfloat16 are computed in float32 and
 // cast back.
@@ -270,6 +270,11 @@ void filter_grad(const at::Tensor& G, const at::Tensor& In, at::Tensor& gkt) {
           for (int64_t c = 0; c < C; ++c) {
             const scalar_t* gp = g_ptr + ((b * C + c) * H + y) * W + x0;
             const scalar_t* ip = i_ptr + ((b * C + c) * hp + y + i) * wp + x0 + j0;
+            // rows of channel c + 8: a plane apart each, beyond the hardware prefetcher's reach
+            __builtin_prefetch(gp + 8 * H * W);
+            __builtin_prefetch(gp + 8 * H * W + TX - 1);
+            __builtin_prefetch(ip + 8 * hp * wp);
+            __builtin_prefetch(ip + 8 * hp * wp + TX + JB - 2);
             if (jn == JB && width == TX) {
 #pragma GCC unroll 4
               for (int jb = 0; jb < JB; ++jb)
