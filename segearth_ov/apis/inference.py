@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from ..fileio import atomic_path
 from ..models.postprocess import threshold_to_background
 from .scenes import (ArrayScene, LabelWriter, RasterScene, blended_probabilities,
                      raster_session, read_labels_preview, tile_grid)
@@ -206,7 +207,8 @@ class OpenVocabSegmenter:
                                     seconds)
         finally:
             scene.close()
-        _atomic_write_text(out_dir / f'{path.stem}.json', json.dumps(summary, indent=2))
+        with atomic_path(out_dir / f'{path.stem}.json') as tmp:
+            tmp.write_text(json.dumps(summary, indent=2))
         return summary
 
     def _overlay(self, scene, label_path: Path, overlay_path: Path, side: int) -> None:
@@ -217,9 +219,8 @@ class OpenVocabSegmenter:
         image = overlay_with_legend(rgb, labels, self.class_names, self.palette,
                                     title='SegEarth-OV' + ('' if self.weights_source
                                                            else ' - RANDOM WEIGHTS'))
-        tmp = overlay_path.with_name(f'.{overlay_path.name}.tmp')
-        image.save(tmp, format='PNG')
-        os.replace(tmp, overlay_path)
+        with atomic_path(overlay_path) as tmp:
+            image.save(tmp, format='PNG')
 
     def _summary(self, path, scene, label_path, overlay_path, counts, tiles, seconds) -> dict:
         total = int(counts.sum())
@@ -248,9 +249,3 @@ def _check_writable(out_dir: Path) -> None:
         raise PermissionError(f'output folder {out_dir} cannot be created: {error}') from error
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise PermissionError(f'output folder {out_dir} is not writable')
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f'.{path.name}.tmp')
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..fileio import temporary_beside
 from ..models.sliding import window_spans
 
 Window = Tuple[int, int, int, int]  # (y1, y2, x1, x2)
@@ -314,9 +314,7 @@ class LabelWriter:
     def __init__(self, path: Path, scene, palette: np.ndarray):
         self.path = Path(path)
         self.georeferenced = getattr(scene, 'georeferenced', False)
-        handle, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f'.{self.path.stem}.',
-                                            suffix=self.path.suffix)
-        os.close(handle)
+        self.tmp = temporary_beside(self.path)
         self.counts = np.zeros(len(palette), np.int64)
         if self.georeferenced:
             import rasterio
@@ -350,8 +348,8 @@ class LabelWriter:
     def abort(self) -> None:
         if self.georeferenced and not self.dataset.closed:
             self.dataset.close()
-        if os.path.exists(self.tmp):
-            os.unlink(self.tmp)
+        if self.tmp.exists():
+            self.tmp.unlink()
 
 
 def read_labels_preview(path: Path, shape: Tuple[int, int]) -> np.ndarray:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import urllib.request
 from pathlib import Path
 from typing import Optional, Tuple
+
+from ..fileio import atomic_path
 
 CHECKPOINTS = Path('checkpoints')
 LOCAL_OPENAI = CHECKPOINTS / 'ViT-B-16.pt'
@@ -72,11 +72,8 @@ def download_simfeatup(dest: Path = SIMFEATUP, url: str = SIMFEATUP_URL,
     if digest != blob_sha1:
         raise ValueError(f'downloaded {url} has git blob hash {digest}, expected {blob_sha1} '
                          f'({len(data)} bytes; truncated or changed upstream); not saved')
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f'.{dest.name}.')
-    with os.fdopen(handle, 'wb') as file:
-        file.write(data)
-    os.replace(tmp, dest)
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
     return dest
 
 

@@ -4,11 +4,12 @@ crash or Ctrl-C never leaves a half-written workbook."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from openpyxl import Workbook, load_workbook
+
+from ..fileio import atomic_path
 
 SETTINGS = ['CLIP', 'weights', 'attention', 'attention layers', 'upsampler',
             'cls_token_lambda']
@@ -34,16 +35,6 @@ def _read_sheet(book, title: str, columns: List[str]) -> List[dict]:
         raise ValueError(f'sheet {title!r} has columns {header}, expected {columns}: not a '
                          f'segearth-ov results workbook; pass another --results path')
     return [dict(zip(header, values)) for values in rows]
-
-
-def _atomic_save(path: Path, write) -> None:
-    tmp = path.with_name(f'.{path.name}.tmp')
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _cell(value) -> str:
@@ -94,8 +85,10 @@ class ResultsBook:
             for row in rows:
                 sheet.append([row.get(column) for column in columns])
             sheet.freeze_panes = 'A2'
-        _atomic_save(self.path, book.save)
-        _atomic_save(self.markdown_path, lambda tmp: tmp.write_text(self.markdown()))
+        with atomic_path(self.path) as tmp:
+            book.save(tmp)
+        with atomic_path(self.markdown_path) as tmp:
+            tmp.write_text(self.markdown())
 
     def markdown(self) -> str:
         lines = ['| ' + ' | '.join(SUMMARY) + ' |', '|' + '---|' * len(SUMMARY)]

@@ -7,13 +7,13 @@ overwritten by one with other settings.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from ..fileio import atomic_path
 
 
 class OutputConflict(FileExistsError):
@@ -63,16 +63,8 @@ class OutputWriter:
             self.counts['replaced'] += 1
         else:
             self.counts['written'] += 1
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-        try:
-            with os.fdopen(handle, 'wb') as file:
-                file.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
 
     def write_image(self, path: Path, array: np.ndarray) -> None:
         """Lossless image; an existing file with the same pixels counts as unchanged."""
