@@ -9,11 +9,12 @@ import traceback
 from typing import List, Optional
 
 from mmengine.config import Config, DictAction
+from mmengine.dist import is_main_process
 
 from .catalog import GROUPS, config_name, in_group, model_settings
 from .results import STATUS_MISSING, STATUS_OK, ResultsBook
-from .run import (LAUNCHERS, check_data, evaluate, init_distributed, is_main_process,
-                  load_config, results_row, world_size_note)
+from .run import (LAUNCHERS, check_data, evaluate, init_distributed, load_config,
+                  results_row, world_size_note)
 
 DEFAULT_RESULTS = 'results.xlsx'
 

@@ -64,10 +64,6 @@ def init_distributed(launcher: str) -> None:
         dist.init_process_group('gloo')
 
 
-def is_main_process() -> bool:
-    return get_dist_info()[0] == 0
-
-
 def check_data(cfg: Config) -> None:
     """Build the test dataset alone (cheap: lists files); raises FileNotFoundError with the
     missing folder or file and the dataset_prepare.md section."""

@@ -76,6 +76,36 @@ def _check_same_size(image, label, image_source: Source, label_source: Source) -
                          f'{image.shape[0]}')
 
 
+def _colour_pair(image_source: Source, label_source: Source, colours, unknown: int):
+    """``(image [H, W, 3], label [H, W], pixels of unknown colour)`` of a colour-coded
+    label and its image, which must be the same size."""
+    image = read_rgb(image_source)
+    label, bad = colour_to_index(read_rgb(label_source), colours, unknown)
+    _check_same_size(image, label, image_source, label_source)
+    return image, label, bad
+
+
+def _write_crops(writer: OutputWriter, image, label, size, stride, image_dir: Path,
+                 label_dir: Path, names, label_pad: int = 0) -> None:
+    """Crop an image and its label at the same boxes into ``image_dir`` and ``label_dir``;
+    ``names((x1, y1, x2, y2))`` gives ``(image name, label name)``. The label is padded
+    with ``label_pad``."""
+    for (box, image_crop), (_, label_crop) in zip(crops(image, size, stride),
+                                                  crops(label, size, stride, label_pad)):
+        image_name, label_name = names(box)
+        writer.write_image(image_dir / image_name, image_crop)
+        writer.write_image(label_dir / label_name, label_crop)
+
+
+def _same_name(template: str):
+    """``names`` for :func:`_write_crops` when image and label share one file name;
+    ``template`` is formatted with x1, y1, x2, y2."""
+    def names(box):
+        name = template.format(*box)
+        return name, name
+    return names
+
+
 def _report(writer: OutputWriter, items: int, what: str, unknown: int = 0) -> str:
     note = f'; {unknown} pixels of unknown colour' if unknown else ''
     return f'{what}: {items} inputs -> {writer.summary()} files{note}'
@@ -99,16 +129,11 @@ def convert_isprs(src: Path, out: Path, writer: OutputWriter, site: str = 'potsd
     unknown = 0
     for split, (tile, image_source, label_source) in tqdm(jobs, desc=f'{site} tiles',
                                                           unit='tile'):
-        image = read_rgb(image_source)
-        label, bad = colour_to_index(read_rgb(label_source), ISPRS_COLOURS, unknown=0)
-        _check_same_size(image, label, image_source, label_source)
+        image, label, bad = _colour_pair(image_source, label_source, ISPRS_COLOURS, 0)
         unknown += bad
-        for (x1, y1, x2, y2), patch in crops(image, (crop, crop), (stride, stride)):
-            name = f'{tile}_{x1}_{y1}_{x2}_{y2}.png'
-            writer.write_image(out / 'img_dir' / split / name, patch)
-        for (x1, y1, x2, y2), patch in crops(label, (crop, crop), (stride, stride)):
-            name = f'{tile}_{x1}_{y1}_{x2}_{y2}.png'
-            writer.write_image(out / 'ann_dir' / split / name, patch)
+        _write_crops(writer, image, label, (crop, crop), (stride, stride),
+                     out / 'img_dir' / split, out / 'ann_dir' / split,
+                     _same_name(tile + '_{}_{}_{}_{}.png'))
     return _report(writer, len(jobs), f'ISPRS {site}', unknown)
 
 
@@ -123,15 +148,15 @@ def convert_isaid(src: Path, out: Path, writer: OutputWriter, split: str = 'val'
                    r'(?:^|/)(P\d+)_instance_color_RGB\.png$', f'iSAID {split}')
     colours, unknown, step = isaid_colours(), 0, patch - overlap
     for key, image_source, label_source in tqdm(pairs, desc='iSAID images', unit='image'):
-        image = read_rgb(image_source)
-        label, bad = colour_to_index(read_rgb(label_source), colours, unknown=0)
-        _check_same_size(image, label, image_source, label_source)
+        image, label, bad = _colour_pair(image_source, label_source, colours, 0)
         unknown += bad
-        for (x1, y1, x2, y2), crop in crops(image, (patch, patch), (step, step)):
-            writer.write_image(out / 'img_dir' / split / f'{key}_{y1}_{y2}_{x1}_{x2}.png', crop)
-        for (x1, y1, x2, y2), crop in crops(label, (patch, patch), (step, step)):
-            writer.write_image(out / 'ann_dir' / split /
-                               f'{key}_{y1}_{y2}_{x1}_{x2}_instance_color_RGB.png', crop)
+
+        def names(box, key=key):
+            x1, y1, x2, y2 = box
+            stem = f'{key}_{y1}_{y2}_{x1}_{x2}'
+            return f'{stem}.png', f'{stem}_instance_color_RGB.png'
+        _write_crops(writer, image, label, (patch, patch), (step, step),
+                     out / 'img_dir' / split, out / 'ann_dir' / split, names)
     return _report(writer, len(pairs), 'iSAID', unknown)
 
 
@@ -145,14 +170,11 @@ def convert_uavid(src: Path, out: Path, writer: OutputWriter, out_split: str = '
                    'UAVid')
     unknown, size = 0, tuple(patch_size)
     for key, image_source, label_source in tqdm(pairs, desc='UAVid frames', unit='frame'):
-        image = read_rgb(image_source)
-        label, bad = colour_to_index(read_rgb(label_source), UAVID_COLOURS, unknown=255)
-        _check_same_size(image, label, image_source, label_source)
+        image, label, bad = _colour_pair(image_source, label_source, UAVID_COLOURS, 255)
         unknown += bad
-        for (x1, y1, _, _), crop in crops(image, size, size):
-            writer.write_image(out / 'img_dir' / out_split / f'{key}_{x1}_{y1}.png', crop)
-        for (x1, y1, _, _), crop in crops(label, size, size, pad_value=255):
-            writer.write_image(out / 'ann_dir' / out_split / f'{key}_{x1}_{y1}.png', crop)
+        _write_crops(writer, image, label, size, size, out / 'img_dir' / out_split,
+                     out / 'ann_dir' / out_split, _same_name(key + '_{}_{}.png'),
+                     label_pad=255)
     return _report(writer, len(pairs), 'UAVid', unknown)
 
 
@@ -230,10 +252,9 @@ def convert_inria(src: Path, out: Path, writer: OutputWriter, patch: int = 1000,
         image = read_rgb(image_source)
         label = binarize(read_mask(label_source))
         _check_same_size(image, label, image_source, label_source)
-        for (x1, y1, _, _), crop in crops(image, (patch, patch), (patch, patch)):
-            writer.write_image(out / 'img_dir' / split / f'{name}_{x1}_{y1}.png', crop)
-        for (x1, y1, _, _), crop in crops(label, (patch, patch), (patch, patch)):
-            writer.write_image(out / 'ann_dir' / split / f'{name}_{x1}_{y1}.png', crop)
+        _write_crops(writer, image, label, (patch, patch), (patch, patch),
+                     out / 'img_dir' / split, out / 'ann_dir' / split,
+                     _same_name(name + '_{}_{}.png'))
     return _report(writer, len(pairs), 'Inria')
 
 

@@ -61,7 +61,8 @@ def find_sources(root: Path, pattern: str) -> List[Source]:
                 found.setdefault(relpath, Source(relpath, path))
     for archive in sorted(archives):
         try:
-            members = zipfile.ZipFile(archive).namelist()
+            with zipfile.ZipFile(archive) as opened:
+                members = opened.namelist()
         except zipfile.BadZipFile as error:
             raise ValueError(f'{archive} is not a readable zip archive ({error}); download '
                              f'it again or extract it by hand') from error

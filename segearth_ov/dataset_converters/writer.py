@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -20,14 +21,21 @@ class OutputConflict(FileExistsError):
     """An existing output differs from what the converter would write."""
 
 
+LOSSLESS_FORMATS = {'.png': 'PNG', '.tif': 'TIFF', '.tiff': 'TIFF'}
+
+
+def image_format(suffix: str) -> str:
+    """PIL format of a lossless output suffix (png, tif)."""
+    if suffix.lower() not in LOSSLESS_FORMATS:
+        raise ValueError(f'outputs are written losslessly as .png or .tif, not {suffix!r}')
+    return LOSSLESS_FORMATS[suffix.lower()]
+
+
 def encode_image(array: np.ndarray, suffix: str) -> bytes:
     """Lossless encoding of ``[H, W]`` or ``[H, W, 3]`` uint8 by file suffix (png, tif)."""
-    formats = {'.png': 'PNG', '.tif': 'TIFF', '.tiff': 'TIFF'}
-    if suffix.lower() not in formats:
-        raise ValueError(f'outputs are written losslessly as .png or .tif, not {suffix!r}')
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(
-        buffer, format=formats[suffix.lower()])
+        buffer, format=image_format(suffix))
     return buffer.getvalue()
 
 
@@ -46,13 +54,11 @@ class OutputWriter:
         self.force = force
         self.counts: Counter = Counter()
 
-    def write_bytes(self, path: Path, data: bytes, same=None) -> None:
-        """``same(path) -> bool`` decides whether an existing file already holds ``data``
-        (byte equality by default)."""
-        path = Path(path)
+    def _write(self, path: Path, same: Callable[[Path], bool], data: Callable[[], bytes]):
+        """``same(path)``: whether the existing file already holds the output; ``data()``
+        is only called when the file is (re)written, so re-runs skip the encoding."""
         if path.exists():
-            identical = same(path) if same else path.read_bytes() == data
-            if identical:
+            if same(path):
                 self.counts['unchanged'] += 1
                 return
             if not self.force:
@@ -64,13 +70,18 @@ class OutputWriter:
         else:
             self.counts['written'] += 1
         with atomic_path(path) as tmp:
-            tmp.write_bytes(data)
+            tmp.write_bytes(data())
+
+    def write_bytes(self, path: Path, data: bytes) -> None:
+        """An exact copy; an existing file with the same bytes counts as unchanged."""
+        self._write(Path(path), lambda existing: existing.read_bytes() == data, lambda: data)
 
     def write_image(self, path: Path, array: np.ndarray) -> None:
         """Lossless image; an existing file with the same pixels counts as unchanged."""
         path = Path(path)
-        self.write_bytes(path, encode_image(array, path.suffix),
-                         same=lambda existing: _same_pixels(existing, array))
+        image_format(path.suffix)  # an unsupported suffix fails before anything is compared
+        self._write(path, lambda existing: _same_pixels(existing, array),
+                    lambda: encode_image(array, path.suffix))
 
     def summary(self) -> str:
         return ', '.join(f'{self.counts[key]} {key}' for key in ('written', 'unchanged',
