@@ -16,6 +16,14 @@ SHARED = Path(os.environ.get('SEGEARTH_OV_SHARED', REPO.parent / 'shared'))
 SHARED_REASON = f'real assets folder {SHARED} is absent (set SEGEARTH_OV_SHARED to point at it)'
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on, for a torchrun rendezvous."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
 def shared_path(*parts: str) -> Path:
     path = SHARED.joinpath(*parts)
     if not path.exists():

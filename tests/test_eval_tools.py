@@ -2,7 +2,6 @@
 generated miniature datasets; metrics are checked against a numpy hand computation."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 from openpyxl import load_workbook
 
-from conftest import REPO
+from conftest import REPO, free_port
 from segearth_ov.benchmark.cli import eval_all_main, eval_main
 from segearth_ov.benchmark.results import PER_CLASS, SUMMARY
 
@@ -79,12 +78,6 @@ def summary_rows(path):
 def env():
     return dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(TESTS), os.environ.get('PYTHONPATH', '')]), OMP_NUM_THREADS='1')
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from conftest import REPO, small_segmentor
+from conftest import REPO, free_port, small_segmentor
 from segearth_ov.models.upsamplers import load_upsampler_checkpoint
 from segearth_ov.training import TrainConfig, Trainer
 from segearth_ov.training.cli import main
@@ -176,14 +176,10 @@ def test_empty_or_missing_folder(tmp_path, capsys):
 
 
 def test_two_cpu_processes_with_gloo(tmp_path):
-    import socket
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
     work = tmp_path / 'work'
     run = subprocess.run(
         [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
-         '--master_port', str(port), str(REPO / 'tools' / 'train_upsampler.py'),
+         '--master_port', str(free_port()), str(REPO / 'tools' / 'train_upsampler.py'),
          '--images', str(make_images(tmp_path / 'img')), '--clip', 'ViT-S-16', '--pretrained',
          'none', '--crop', '32', '--batch-size', '1', '--steps', '2', '--save-every', '2',
          '--num-workers', '0', '--work-dir', str(work), '--launcher', 'pytorch', '--quiet'],
