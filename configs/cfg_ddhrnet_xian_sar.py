@@ -3,5 +3,6 @@ _base_ = ['./_base_/segearth_ov_sar.py']
 model = dict(name_path='configs/names/ddhrnet_xian_sar.txt', prob_thd=0.0, bg_idx=0)
 test_dataloader = dict(dataset=dict(
     type='DDHRNetXianDataset',
-    data_root='DDHRNet/Xian',
-    data_prefix=dict(img_path='img_dir/test', seg_map_path='ann_dir/test')))
+    data_root='DDHRNet_DATA/xian/no_cloud',
+    ann_file='val.txt',
+    data_prefix=dict(img_path='sar', seg_map_path='label')))

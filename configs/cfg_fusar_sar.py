@@ -1,8 +1,10 @@
 _base_ = ['./_base_/segearth_ov_sar.py']
 
-model = dict(name_path='configs/names/fusar_sar.txt', prob_thd=0.0, bg_idx=0, slide_crop=224, slide_stride=112)
+model = dict(name_path='configs/names/fusar_sar.txt', prob_thd=0.0, bg_idx=0, slide_crop=224,
+             slide_stride=112)
 test_dataloader = dict(dataset=dict(
     type='FUSARMapDataset',
     data_root='FUSAR-Map',
-    data_prefix=dict(img_path='img_dir/test', seg_map_path='ann_dir/test'),
+    ann_file='test.txt',
+    data_prefix=dict(img_path='sar', seg_map_path='label'),
     pipeline={{_base_.test_pipeline}}))

@@ -4,4 +4,5 @@ model = dict(name_path='configs/names/pie_sar.txt', prob_thd=0.0, bg_idx=0)
 test_dataloader = dict(dataset=dict(
     type='PIERGBSARDataset',
     data_root='PIE-RGB-SAR',
-    data_prefix=dict(img_path='img_dir/test', seg_map_path='ann_dir/test')))
+    ann_file='val.txt',
+    data_prefix=dict(img_path='sar', seg_map_path='label')))

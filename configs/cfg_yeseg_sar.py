@@ -4,4 +4,5 @@ model = dict(name_path='configs/names/yeseg_sar.txt', prob_thd=0.3, bg_idx=0)
 test_dataloader = dict(dataset=dict(
     type='YESegOPTSARDataset',
     data_root='YESeg-OPT-SAR',
-    data_prefix=dict(img_path='img_dir/test', seg_map_path='ann_dir/test')))
+    ann_file='test.txt',
+    data_prefix=dict(img_path='sar', seg_map_path='cvt_label')))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import os.path as osp
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from mmcv.transforms import BaseTransform
 from mmseg.datasets import (BaseSegDataset, ISPRSDataset, LoveDADataset, PotsdamDataset,
@@ -48,27 +48,86 @@ class BenchmarkDataset:
             f'under {benchmark_data_root()!r} (set ${DATA_ROOT_ENV} or pass '
             f'--cfg-options test_dataloader.dataset.data_root=/path/to/set).')
 
+    def _find(self, folder: str, stem: str, suffixes: Tuple[str, ...]) -> Optional[str]:
+        for suffix in suffixes:
+            path = osp.join(folder, stem + suffix)
+            if osp.isfile(path):
+                return path
+        return None
+
+    def _image_stems(self, img_dir: str, suffixes: Tuple[str, ...]) -> List[Tuple[str, str]]:
+        """``(stem, image path)`` for every image under ``img_dir`` (recursively) or, with a
+        split file, for every name it lists (one per line, without suffix)."""
+        if self.ann_file:
+            with open(self.ann_file, encoding='utf-8') as f:
+                names = [line.strip() for line in f if line.strip()]
+            found = []
+            for name in names:
+                path = self._find(img_dir, name, suffixes)
+                if path is None:
+                    raise FileNotFoundError(
+                        f'{type(self).__name__}: image {name!r} listed in split file '
+                        f'{self.ann_file} not found in {img_dir} (suffixes '
+                        f'{", ".join(suffixes)}); see dataset_prepare.md, section '
+                        f'"{self.PREPARE_SECTION}"')
+                found.append((name, path))
+            return found
+        found: Dict[str, str] = {}
+        for root, _, files in os.walk(img_dir):
+            for file in files:
+                suffix = next((s for s in suffixes if file.endswith(s)), None)
+                if suffix is None:
+                    continue
+                path = osp.join(root, file)
+                stem = osp.relpath(path, img_dir)[:-len(suffix)]
+                if stem in found:
+                    raise ValueError(f'{type(self).__name__}: {found[stem]} and {path} are '
+                                     f'the same image in two formats; keep one')
+                found[stem] = path
+        return sorted(found.items(), key=lambda item: item[1])
+
     def load_data_list(self) -> List[dict]:
-        for key, what in (('img_path', 'image folder'), ('seg_map_path', 'label folder')):
-            folder = self.data_prefix.get(key)
+        """mmseg's listing, plus: several accepted suffixes (``img_suffix`` /
+        ``seg_map_suffix`` may be tuples; the first that exists is taken), split files
+        resolved the same way, and errors that name the missing file."""
+        img_dir = self.data_prefix.get('img_path')
+        ann_dir = self.data_prefix.get('seg_map_path')
+        for folder, what in ((img_dir, 'image folder'), (ann_dir, 'label folder')):
             if folder and not osp.isdir(folder):
                 raise self._missing(what, folder)
         if self.ann_file and not osp.isfile(self.ann_file):
             raise self._missing('split file', self.ann_file)
-        data_list = super().load_data_list()
-        if not data_list:
+        img_suffixes, seg_suffixes = _suffixes(self.img_suffix), _suffixes(self.seg_map_suffix)
+        stems = self._image_stems(img_dir, img_suffixes)
+        if not stems:
             raise FileNotFoundError(f'{type(self).__name__}: no images ending in '
-                                    f'{self.img_suffix!r} in {self.data_prefix.get("img_path")}')
-        for item in data_list:
-            seg = item.get('seg_map_path')
-            if seg and not osp.isfile(seg):
-                raise FileNotFoundError(f'{type(self).__name__}: label {seg} is missing for '
-                                        f'image {item["img_path"]}')
+                                    f'{" or ".join(img_suffixes)} in {img_dir}')
+        data_list = []
+        for stem, img_path in stems:
+            info = dict(img_path=img_path, label_map=self.label_map,
+                        reduce_zero_label=self.reduce_zero_label, seg_fields=[])
+            if ann_dir is not None:
+                seg = self._find(ann_dir, stem, seg_suffixes)
+                if seg is None:
+                    raise FileNotFoundError(
+                        f'{type(self).__name__}: label {osp.join(ann_dir, stem + seg_suffixes[0])}'
+                        f' is missing for image {img_path}')
+                info['seg_map_path'] = seg
+            data_list.append(info)
         return data_list
+
+
+def _suffixes(suffix) -> Tuple[str, ...]:
+    return (suffix,) if isinstance(suffix, str) else tuple(suffix)
 
 
 OEM_CLASSES = ('background', 'bareland', 'grass', 'pavement', 'road', 'tree', 'water',
                'cropland', 'building')
+
+# Where a public download's format is not certain, every suffix it is known in is accepted
+# (the first that exists is read); a stem present in two formats is refused.
+RASTER = ('.png', '.tif')
+PHOTO = ('.jpg', '.png')
 
 # name: (classes, defaults, dataset_prepare.md section)
 NEW_DATASETS: Dict[str, Tuple[tuple, dict, str]] = {
@@ -81,25 +140,29 @@ NEW_DATASETS: Dict[str, Tuple[tuple, dict, str]] = {
     'VDDDataset': (('other', 'wall', 'road', 'vegetation', 'vehicle', 'roof', 'water'),
                    dict(img_suffix='.JPG'), 'VDD'),
     # one binary-set definition for the building, road and water/flood benchmarks
-    'BuildingDataset': (('background', 'building'), dict(), 'Building sets'),
-    'RoadDataset': (('background', 'road'), dict(), 'Road sets'),
-    'WaterDataset': (('background', 'water'), dict(), 'WBS-SI'),
-    # SAR (SegEarth-OV-2)
+    'BuildingDataset': (('background', 'building'),
+                        dict(img_suffix=RASTER, seg_map_suffix=RASTER), 'Building sets'),
+    'RoadDataset': (('background', 'road'), dict(img_suffix=PHOTO), 'Road sets'),
+    # WBS-SI: our converter writes PNG labels, the published ones are JPEG
+    'WaterDataset': (('background', 'water'), dict(img_suffix='.jpg', seg_map_suffix=('.png', '.jpg')),
+                     'WBS-SI'),
+    # SAR (SegEarth-OV-2), suffixes as in the authors' released archives
     'OpenEarthMapSARDataset': (OEM_CLASSES, dict(img_suffix='.tif', seg_map_suffix='.tif'),
                                'OpenEarthMap-SAR'),
-    'DDHRNetKoreaDataset': (('building', 'road', 'greenery', 'water', 'farmland'), dict(),
-                            'DDHRNet'),
-    'DDHRNetShandongDataset': (('farmland', 'greenery', 'road', 'building', 'water'), dict(),
-                               'DDHRNet'),
-    'DDHRNetXianDataset': (('building', 'road', 'farmland', 'greenery', 'water'), dict(),
-                           'DDHRNet'),
-    'FUSARMapDataset': (('others', 'water', 'road', 'building', 'grass'), dict(), 'FUSAR-Map'),
+    'DDHRNetKoreaDataset': (('building', 'road', 'greenery', 'water', 'farmland'),
+                            dict(img_suffix='.jpg'), 'DDHRNet'),
+    'DDHRNetShandongDataset': (('farmland', 'greenery', 'road', 'building', 'water'),
+                               dict(img_suffix='.jpg'), 'DDHRNet'),
+    'DDHRNetXianDataset': (('building', 'road', 'farmland', 'greenery', 'water'),
+                           dict(img_suffix='.jpg'), 'DDHRNet'),
+    'FUSARMapDataset': (('others', 'water', 'road', 'building', 'grass'),
+                        dict(img_suffix='.tif'), 'FUSAR-Map'),
     'WHUOPTSARDataset': (('farmland', 'city', 'village', 'water', 'forest', 'road', 'others'),
                          dict(img_suffix='.tif', seg_map_suffix='.tif'), 'WHU-OPT-SAR'),
     'YESegOPTSARDataset': (('bareground', 'grass', 'dense tree cover', 'city', 'water',
                             'roadway'), dict(), 'YESeg-OPT-SAR'),
-    'PIERGBSARDataset': (('background', 'city', 'road', 'water', 'forest', 'cropland'), dict(),
-                         'PIE-RGB-SAR'),
+    'PIERGBSARDataset': (('background', 'city', 'road', 'water', 'forest', 'cropland'),
+                         dict(img_suffix='.tif', seg_map_suffix='.tif'), 'PIE-RGB-SAR'),
 }
 
 # registered name: (mmseg class, dataset_prepare.md section)

@@ -31,18 +31,34 @@ def suffix(ds_cfg, key):
     raise AssertionError(f'no default {key} for {ds_cfg.type}')
 
 
-def make_miniature(root, ds_cfg, label):
+def first_suffix(ds_cfg, key):
+    value = suffix(ds_cfg, key)
+    return value if isinstance(value, str) else value[0]
+
+
+def make_miniature(root, ds_cfg, label, stems=('tile_0',)):
+    """One labelled image per stem in the config's layout; a split file of the data root
+    lists them (a split list shipped with the project is read as it is)."""
     base = root / ds_cfg.data_root
     img_dir = base / ds_cfg.data_prefix.img_path
     ann_dir = base / ds_cfg.data_prefix.seg_map_path
-    img_dir.mkdir(parents=True)
-    ann_dir.mkdir(parents=True)
+    img_dir.mkdir(parents=True, exist_ok=True)
+    ann_dir.mkdir(parents=True, exist_ok=True)
     image = np.random.default_rng(0).integers(0, 255, (*label.shape, 3), dtype=np.uint8)
-    assert cv2.imwrite(str(img_dir / ('tile_0' + suffix(ds_cfg, 'img_suffix'))), image)
-    assert cv2.imwrite(str(ann_dir / ('tile_0' + suffix(ds_cfg, 'seg_map_suffix'))), label)
-    if ds_cfg.get('ann_file'):
-        (base / ds_cfg.ann_file).write_text('tile_0\n')
+    for stem in stems:
+        assert cv2.imwrite(str(img_dir / (stem + first_suffix(ds_cfg, 'img_suffix'))), image)
+        assert cv2.imwrite(str(ann_dir / (stem + first_suffix(ds_cfg, 'seg_map_suffix'))),
+                           label)
+    if ds_cfg.get('ann_file') and not os.path.isabs(ds_cfg.ann_file):
+        (base / ds_cfg.ann_file).write_text(''.join(f'{stem}\n' for stem in stems))
     return img_dir, ann_dir
+
+
+def listed_stems(ds_cfg):
+    """The names of a split list shipped with the project, else one made-up stem."""
+    if ds_cfg.get('ann_file') and os.path.isabs(ds_cfg.ann_file):
+        return Path(ds_cfg.ann_file).read_text().split()
+    return ['tile_0']
 
 
 def test_all_25_benchmarks_have_a_config():
@@ -69,10 +85,11 @@ def test_dataset_builds_on_its_layout_and_labels_follow_the_config(name, tmp_pat
     values = range(1, num_classes + 1) if reduce else range(num_classes)
     for index, value in enumerate(values):      # vertical stripes, one per class value
         label[:, index * 40 // len(values):] = value
-    make_miniature(tmp_path, ds_cfg, label)
+    stems = listed_stems(ds_cfg)
+    make_miniature(tmp_path, ds_cfg, label, stems)
     monkeypatch.setenv('SEGEARTH_OV_DATA', str(tmp_path))
     dataset = DATASETS.build(ds_cfg)
-    assert len(dataset) == 1
+    assert len(dataset) == len(stems)
     sample = dataset[0]
     gt = sample['data_samples'].gt_sem_seg.data[0].numpy()
     expected = label.astype(np.int64)
@@ -147,3 +164,115 @@ def test_every_error_section_exists_in_dataset_prepare():
     sections |= {section for _, section in MMSEG_DATASETS.values()}
     for section in sections:
         assert f'\n### {section}\n' in guide, section
+        body = guide.split(f'\n### {section}\n')[1].split('\n### ')[0].split('\n## ')[0]
+        body = ' '.join(body.split())
+        assert '**Evaluates:**' in body and 'as the published protocol' in body, section
+    assert '## Differences from the published protocol' in guide
+
+
+SPLIT_CONFIGS = [name for name in CONFIGS if load(name).test_dataloader.dataset.get('ann_file')]
+
+
+def test_split_lists_are_the_published_ones():
+    assert SPLIT_CONFIGS == ['cfg_ddhrnet_korea_sar.py', 'cfg_ddhrnet_shandong_sar.py',
+                             'cfg_ddhrnet_xian_sar.py', 'cfg_fusar_sar.py', 'cfg_pie_sar.py',
+                             'cfg_wbs_si.py', 'cfg_yeseg_sar.py']
+    wbs = Path(load('cfg_wbs_si.py').test_dataloader.dataset.ann_file)
+    names = wbs.read_text().split()
+    assert wbs.is_relative_to(REPO / 'configs') and len(names) == len(set(names)) == 499
+
+
+@pytest.mark.parametrize('name', SPLIT_CONFIGS)
+def test_split_list_selects_exactly_the_listed_images(name, tmp_path, monkeypatch):
+    """The released archives hold more images than the evaluation list (train images, other
+    splits): only the listed ones are read, in list order."""
+    ds_cfg = load(name).test_dataloader.dataset
+    listed = listed_stems(ds_cfg)
+    if listed == ['tile_0']:
+        listed = ['val_3', 'val_1', 'val_2']
+    label = np.zeros((8, 8), np.uint8)
+    make_miniature(tmp_path, ds_cfg, label, listed)
+    make_miniature(tmp_path, Config(dict(ds_cfg, ann_file=None)), label, ['train_1', 'train_2'])
+    monkeypatch.setenv('SEGEARTH_OV_DATA', str(tmp_path))
+    dataset = DATASETS.build(ds_cfg)
+    got = [Path(dataset.get_data_info(i)['img_path']).name for i in range(len(dataset))]
+    assert got == [stem + first_suffix(ds_cfg, 'img_suffix') for stem in listed]
+
+
+def test_listed_image_missing_names_the_list(tmp_path, monkeypatch):
+    ds_cfg = load('cfg_pie_sar.py').test_dataloader.dataset
+    make_miniature(tmp_path, ds_cfg, np.zeros((8, 8), np.uint8), ['a'])
+    (tmp_path / ds_cfg.data_root / 'val.txt').write_text('a\nb\n')
+    monkeypatch.setenv('SEGEARTH_OV_DATA', str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"image 'b' listed in split file .*val.txt "
+                                                r'not found.*section "PIE-RGB-SAR"'):
+        DATASETS.build(ds_cfg)
+    (tmp_path / ds_cfg.data_root / 'val.txt').unlink()
+    with pytest.raises(FileNotFoundError, match=r'split file .*val.txt not found.*'
+                                                r'"PIE-RGB-SAR"'):
+        DATASETS.build(ds_cfg)
+
+
+@pytest.mark.parametrize('name', ['cfg_massachusetts_road.py', 'cfg_spacenet_road.py',
+                                  'cfg_whu_aerial.py'])
+def test_either_image_format_is_found_but_not_both(name, tmp_path, monkeypatch):
+    ds_cfg = load(name).test_dataloader.dataset
+    accepted = suffix(ds_cfg, 'img_suffix')
+    assert len(accepted) == 2
+    img_dir, ann_dir = make_miniature(tmp_path, ds_cfg, np.zeros((8, 8), np.uint8), ['a'])
+    cv2.imwrite(str(img_dir / ('b' + accepted[1])), np.zeros((8, 8, 3), np.uint8))
+    cv2.imwrite(str(ann_dir / ('b' + first_suffix(ds_cfg, 'seg_map_suffix'))),
+                np.zeros((8, 8), np.uint8))
+    monkeypatch.setenv('SEGEARTH_OV_DATA', str(tmp_path))
+    dataset = DATASETS.build(ds_cfg)
+    assert [Path(dataset.get_data_info(i)['img_path']).name for i in range(2)] == \
+        ['a' + accepted[0], 'b' + accepted[1]]
+    cv2.imwrite(str(img_dir / ('a' + accepted[1])), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match='the same image in two formats'):
+        DATASETS.build(ds_cfg)
+
+
+def test_published_image_formats():
+    """The suffixes the published configs read."""
+    def fmt(name, key):
+        return suffix(load(name).test_dataloader.dataset, key)
+    assert '.jpg' in fmt('cfg_massachusetts_road.py', 'img_suffix')
+    assert '.jpg' in fmt('cfg_spacenet_road.py', 'img_suffix')
+    assert '.png' in fmt('cfg_whu_aerial.py', 'img_suffix')
+    assert fmt('cfg_fusar_sar.py', 'img_suffix') == '.tif'
+    assert fmt('cfg_ddhrnet_korea_sar.py', 'img_suffix') == '.jpg'
+    assert fmt('cfg_pie_sar.py', 'seg_map_suffix') == '.tif'
+
+
+SAR_CONFIGS = [name for name in CONFIGS if name.endswith('_sar.py')]
+
+
+@pytest.mark.parametrize('name', SAR_CONFIGS)
+def test_sar_configs_use_the_simfeatup_upsampler(name):
+    """SegEarth-OV-2 applies the optical jbu_one weights to AlignEarth features."""
+    from segearth_ov.models import SegEarthOV
+    model_cfg = load(name).model
+    assert model_cfg.upsampler == dict(type='jbu_one',
+                                       checkpoint='checkpoints/xclip_jbu_one_million_aid.ckpt')
+    model_cfg = dict(model_cfg, clip=dict(arch='ViT-B-16', pretrained=None),
+                     upsampler=dict(type='jbu_one'), name_path=str(REPO / model_cfg.name_path))
+    model_cfg.pop('type')
+    model = SegEarthOV(**model_cfg)
+    assert type(model.upsampler).__name__ == 'JBUOne'
+
+
+def test_sar_whole_image_mode_upsamples_14_to_224():
+    from segearth_ov.models import SegEarthOV
+    import torch
+    model_cfg = load('cfg_whu_sar.py').model
+    model_cfg = dict(model_cfg, clip=dict(arch='ViT-B-16', pretrained=None),
+                     upsampler=dict(type='jbu_one'), name_path=str(REPO / model_cfg.name_path),
+                     prompt_templates=['{}'])
+    model_cfg.pop('type')
+    model = SegEarthOV(**model_cfg).eval()
+    shapes = []
+    model.upsampler.register_forward_hook(
+        lambda module, args, out: shapes.append((tuple(args[0].shape), tuple(out.shape))))
+    samples = model.predict(torch.randn(1, 3, 224, 224))
+    assert shapes == [((1, 512, 14, 14), (1, 512, 224, 224))]
+    assert samples[0].pred_sem_seg.data.shape == (1, 224, 224)

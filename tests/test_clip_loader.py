@@ -1,4 +1,4 @@
-"""CLIP weights: local files, tags offline, and the errors users hit."""
+"""CLIP weights: local files, tags offline, OpenAI's QuickGELU rule, and the errors users hit."""
 import open_clip
 import pytest
 import torch
@@ -63,5 +63,84 @@ def test_tag_without_network_says_what_to_download(monkeypatch, tmp_path):
         build_clip('ViT-B-16', 'openai', cache_dir=str(tmp_path))
     message = str(info.value)
     assert 'ViT-B-16/openai' in message and str(tmp_path) in message
-    assert "pretrained='/path/to/ViT-B-16.pt'" in message and 'ViT-B-16-quickgelu' in message
+    assert "clip=dict(arch='ViT-B-16', pretrained='/path/to/ViT-B-16.pt')" in message
     assert 'weights file (ViT-B-16.pt)' in message
+
+
+# --- OpenAI-format weights build with QuickGELU, whatever the arch spelling -----------------
+
+@pytest.fixture(scope='module')
+def openai_like(tmp_path_factory):
+    """Seeded random ViT-B-16 QuickGELU weights: the reference model, an open_clip state
+    dict, OpenAI's state-dict layout (with its metadata keys) and a traced TorchScript
+    archive, as OpenAI ships ``ViT-B-16.pt``."""
+    torch.manual_seed(3)
+    reference = open_clip.create_model('ViT-B-16-quickgelu').eval()
+    folder = tmp_path_factory.mktemp('openai')
+    state = reference.state_dict()
+    torch.save(state, folder / 'open_clip_model.pt')
+    torch.save({**state, 'input_resolution': torch.tensor(224),
+                'context_length': torch.tensor(77), 'vocab_size': torch.tensor(49408)},
+               folder / 'openai_state.pt')
+    image = torch.randn(2, 3, 224, 224)
+    text = open_clip.get_tokenizer('ViT-B-16')(['a road', 'a building with a red roof'])
+    scripted = torch.jit.trace(reference, (image[:1], text[:1]), strict=False,
+                               check_trace=False)
+    torch.jit.save(scripted, str(folder / 'ViT-B-16.pt'))
+    with torch.no_grad():
+        expected = reference.encode_image(image), reference.encode_text(text)
+    return folder, image, text, expected
+
+
+def _towers(model, image, text):
+    with torch.no_grad():
+        return model.encode_image(image), model.encode_text(text)
+
+
+def _assert_towers(model, openai_like, same=True):
+    _, image, text, (image_ref, text_ref) = openai_like
+    image_out, text_out = _towers(model, image, text)
+    if same:
+        torch.testing.assert_close(image_out, image_ref, rtol=0, atol=1e-5)
+        torch.testing.assert_close(text_out, text_ref, rtol=0, atol=1e-5)
+    else:  # GELU instead of QuickGELU visibly changes both towers
+        assert (image_out - image_ref).abs().max() > 1e-3
+        assert (text_out - text_ref).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize('arch', ['ViT-B-16', 'ViT-B-16-quickgelu'])
+def test_openai_tag_builds_quickgelu(openai_like, monkeypatch, arch):
+    """The config route (pretrained='openai') with the download redirected to a local file
+    computes what ViT-B-16-quickgelu computes with the same weights."""
+    path = str(openai_like[0] / 'open_clip_model.pt')
+    monkeypatch.setattr(open_clip.factory, 'download_pretrained', lambda *a, **k: path)
+    model, _ = build_clip(arch, 'openai')
+    _assert_towers(model, openai_like)
+
+
+@pytest.mark.parametrize('name', ['ViT-B-16.pt', 'openai_state.pt'])
+@pytest.mark.parametrize('arch', ['ViT-B-16', 'ViT-B-16-quickgelu'])
+def test_openai_files_build_quickgelu(openai_like, name, arch):
+    """OpenAI's TorchScript archive and an OpenAI state dict load strictly, with QuickGELU."""
+    model, _ = build_clip(arch, str(openai_like[0] / name))
+    _assert_towers(model, openai_like)
+
+
+def test_plain_state_dict_keeps_the_arch_activation(openai_like):
+    """Without OpenAI's markers a file follows the arch name; forcing GELU shows the check
+    above can fail."""
+    path = str(openai_like[0] / 'open_clip_model.pt')
+    _assert_towers(build_clip('ViT-B-16-quickgelu', path)[0], openai_like)
+    _assert_towers(build_clip('ViT-B-16', path)[0], openai_like, same=False)
+    _assert_towers(build_clip('ViT-B-16', str(openai_like[0] / 'ViT-B-16.pt'),
+                              quick_gelu=False)[0], openai_like, same=False)
+
+
+def test_torchscript_of_another_arch_and_truncated(openai_like, tmp_path):
+    with pytest.raises(ValueError, match="ViT-B-16.pt does not fit arch 'ViT-B-32'"):
+        build_clip('ViT-B-32', str(openai_like[0] / 'ViT-B-16.pt'))
+    data = (openai_like[0] / 'ViT-B-16.pt').read_bytes()
+    cut = tmp_path / 'ViT-B-16.pt'
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match='ViT-B-16.pt cannot be read'):
+        build_clip('ViT-B-16', str(cut))

@@ -1,6 +1,7 @@
 """Dataset converters on generated raw miniatures, checked pixel by pixel."""
 import io
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +10,13 @@ from PIL import Image
 from segearth_ov.dataset_converters import (OutputConflict, OutputWriter, convert_binary_masks,
                                             convert_inria, convert_isaid, convert_isprs,
                                             convert_loveda, convert_openearthmap,
-                                            convert_uavid, convert_xbd, main)
+                                            convert_uavid, convert_wbs_si, convert_xbd, main)
 from segearth_ov.dataset_converters.sets import POTSDAM_SPLITS
+
+# the published Inria evaluation tiles, written out independently of the converter
+INRIA_PUBLISHED = '''vienna3 chicago10 vienna20 austin1 tyrol-w25 vienna9 chicago14 vienna18
+kitsap36 kitsap35 austin22 kitsap34 austin7 vienna11 kitsap14 kitsap25 austin12 vienna15 kitsap9
+austin36 vienna6 chicago23 tyrol-w3 chicago26 austin24 tyrol-w1 tyrol-w36'''.split()
 
 RNG = np.random.default_rng(0)
 # written out here, independently of the converter's tables (RGB)
@@ -137,7 +143,10 @@ def test_isaid_patches_with_overlap_and_padding(tmp_path):
     padded = load(out / 'ann_dir' / 'val' / 'P0002_0_5_0_6_instance_color_RGB.png')
     assert padded.shape == (8, 8)
     np.testing.assert_array_equal(padded[:5, :6], small)
-    assert (padded[5:] == 0).all() and (padded[:, 6:] == 0).all()
+    # as mmsegmentation's converter: padded labels are ignored (255), padded pixels black
+    assert (padded[5:] == 255).all() and (padded[:, 6:] == 255).all()
+    padded_image = load(out / 'img_dir' / 'val' / 'P0002_0_5_0_6.png')
+    assert (padded_image[5:] == 0).all() and (padded_image[:, 6:] == 0).all()
 
 
 def test_uavid_merges_moving_cars(tmp_path):
@@ -151,8 +160,8 @@ def test_uavid_merges_moving_cars(tmp_path):
                         np.uint8)[index]
     expected[5, 9] = 255
     image = RNG.integers(0, 255, (6, 10, 3), dtype=np.uint8)
-    save(raw / 'uavid_val' / 'seq16' / 'Images' / '000100.png', image)
-    save(raw / 'uavid_val' / 'seq16' / 'Labels' / '000100.png', rgb)
+    save(raw / 'test_gt' / 'seq16' / 'Images' / '000100.png', image)
+    save(raw / 'test_gt' / 'seq16' / 'Labels' / '000100.png', rgb)
     report = convert_uavid(raw, out, OutputWriter(), patch_size=(3, 5))
     assert '1 pixels of unknown colour' in report
     label = np.zeros((6, 10), np.uint8)
@@ -214,19 +223,77 @@ def test_xbd_pre_disaster_only(tmp_path):
         (target >= 1).astype(np.uint8))
 
 
-def test_inria_patches_of_tiles_one_to_five(tmp_path):
+def test_uavid_reads_the_test_ground_truth_only(tmp_path):
+    """The labelled val release is another set: only test_gt frames are converted."""
     raw, out = tmp_path / 'raw', tmp_path / 'out'
+    for split, seq in (('uavid_val', 'seq16'), ('test_gt', 'seq22'), ('test_gt', 'seq30')):
+        save(raw / split / seq / 'Images' / '000000.png', np.zeros((4, 6, 3), np.uint8))
+        save(raw / split / seq / 'Labels' / '000000.png', np.zeros((4, 6, 3), np.uint8))
+    save(raw / 'uavid_test' / 'seq40' / 'Images' / '000000.png', np.zeros((4, 6, 3), np.uint8))
+    convert_uavid(raw, out, OutputWriter(), patch_size=(4, 6))
+    assert sorted(p.name for p in (out / 'ann_dir' / 'test').iterdir()) == [
+        'seq22_000000_0_0.png', 'seq30_000000_0_0.png']
+    with pytest.raises(FileNotFoundError, match=r'test_gt not found.*released separately'):
+        convert_uavid(raw / 'uavid_val', out, OutputWriter())
+
+
+def inria_download(raw, tiles, size=8, test_tiles=('bellingham1', 'vienna3')):
+    """The AerialImageDataset layout: labelled train tiles and unlabelled test tiles."""
     gts = {}
-    for n in range(1, 7):
-        gts[n] = RNG.choice(np.array([0, 255], np.uint8), (8, 8))
-        save(raw / 'train' / 'images' / f'tyrol-w{n}.tif',
-             RNG.integers(0, 255, (8, 8, 3), dtype=np.uint8))
-        save(raw / 'train' / 'gt' / f'tyrol-w{n}.tif', gts[n])
+    for name in tiles:
+        gts[name] = RNG.choice(np.array([0, 255], np.uint8), (size, size))
+        save(raw / 'train' / 'images' / f'{name}.tif',
+             RNG.integers(0, 255, (size, size, 3), dtype=np.uint8))
+        save(raw / 'train' / 'gt' / f'{name}.tif', gts[name])
+    for name in test_tiles:  # no gt/, as in the download
+        save(raw / 'test' / 'images' / f'{name}.tif', np.zeros((size, size, 3), np.uint8))
+    return gts
+
+
+def test_inria_published_tiles_by_default(tmp_path):
+    raw, out = tmp_path / 'raw', tmp_path / 'out'
+    others = ['austin2', 'chicago1', 'vienna30', 'tyrol-w5']
+    gts = inria_download(raw, INRIA_PUBLISHED + others)
     convert_inria(raw, out, OutputWriter(), patch=4)
     names = sorted(p.name for p in (out / 'ann_dir' / 'split_test').iterdir())
-    assert len(names) == 5 * 4 and not any(name.startswith('tyrol-w6') for name in names)
+    assert names == sorted(f'{tile}_{x}_{y}.png' for tile in INRIA_PUBLISHED
+                           for x in (0, 4) for y in (0, 4))
     np.testing.assert_array_equal(load(out / 'ann_dir' / 'split_test' / 'tyrol-w3_4_0.png'),
-                                  gts[3][0:4, 4:8] // 255)
+                                  gts['tyrol-w3'][0:4, 4:8] // 255)
+
+
+def test_inria_tiles_by_name_or_number(tmp_path, capsys):
+    raw = tmp_path / 'raw'
+    inria_download(raw, ['austin2', 'chicago2', 'kitsap2', 'tyrol-w2', 'vienna2', 'vienna7'])
+    out = tmp_path / 'by_number'
+    assert main(['inria', str(raw), '-o', str(out), '--patch', '8', '--tiles', '2']) == 0
+    assert len(list((out / 'img_dir' / 'split_test').iterdir())) == 5
+    out = tmp_path / 'by_name'
+    assert main(['inria', str(raw), '-o', str(out), '--patch', '8', '--tiles', 'vienna7',
+                 'austin2']) == 0
+    assert sorted(p.name for p in (out / 'ann_dir' / 'split_test').iterdir()) == [
+        'austin2_0_0.png', 'vienna7_0_0.png']
+    assert main(['inria', str(raw), '-o', str(out), '--tiles', 'vienna8']) == 2
+    assert 'no image for vienna8' in capsys.readouterr().err
+
+
+def test_wbs_si_converts_exactly_the_published_list(tmp_path):
+    from conftest import REPO
+    published = (REPO / 'configs' / 'splits' / 'wbs-si_val.txt').read_text().split()
+    assert len(published) == 499
+    raw, out = tmp_path / 'download' / 'WaterBodiesDatasetPreprocessed', tmp_path / 'out'
+    masks = {}
+    for name in published + ['water_body_99999', 'water_body_99998']:
+        masks[name] = RNG.choice(np.array([0, 100, 127, 128, 250, 255], np.uint8), (4, 4))
+        save(raw / 'Images' / f'{name}.jpg', np.zeros((4, 4, 3), np.uint8))
+        save(raw / 'Masks' / f'{name}.jpg', masks[name], quality=100)
+    convert_wbs_si(tmp_path / 'download', out, OutputWriter())
+    assert sorted(p.stem for p in (out / 'Masks_cvt').iterdir()) == sorted(published)
+    assert sorted(p.stem for p in (out / 'Images').iterdir()) == sorted(published)
+    name = published[0]
+    decoded = load(raw / 'Masks' / f'{name}.jpg')  # thresholded as the download decodes
+    np.testing.assert_array_equal(load(out / 'Masks_cvt' / f'{name}.png'),
+                                  (decoded >= 128).astype(np.uint8))
 
 
 def test_openearthmap_val_list(tmp_path):
@@ -305,3 +372,143 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert 'cannot read image' in err and 'd.png' in err
     assert 'kept: 1 written' in err  # c.png, converted before d.png failed, stays
     assert (tmp_path / 'o3' / 'label_cvt' / 'c.png').exists()
+
+
+# --- every converter's labels hold only the benchmark's class ids and 255 ---------------------
+
+def _noisy_colour(index, colours):
+    rgb = paint(index, colours)
+    rgb[0, :3] = [(10, 20, 30), (255, 128, 0), (1, 1, 1)]  # colours outside the legend
+    return rgb
+
+
+def _isprs_raw(raw):
+    for tile in POTSDAM_SPLITS['val']:
+        save(raw / f'top_potsdam_{tile}_RGB.tif', np.zeros((9, 9, 3), np.uint8))
+        save(raw / f'top_potsdam_{tile}_label_noBoundary.tif',
+             _noisy_colour(RNG.integers(0, 7, (9, 9)), ISPRS_RGB))
+
+
+def _isaid_raw(raw):
+    from mmseg.datasets import iSAIDDataset
+    palette = [tuple(c) for c in iSAIDDataset.METAINFO['palette']]
+    save(raw / 'val' / 'images' / 'P0001.png', np.zeros((5, 11, 3), np.uint8))
+    save(raw / 'val' / 'Semantic_masks' / 'images' / 'P0001_instance_color_RGB.png',
+         _noisy_colour(RNG.integers(0, 16, (5, 11)), palette))
+
+
+def _uavid_raw(raw):
+    save(raw / 'test_gt' / 'seq22' / 'Images' / '000000.png', np.zeros((7, 9, 3), np.uint8))
+    save(raw / 'test_gt' / 'seq22' / 'Labels' / '000000.png',
+         _noisy_colour(RNG.integers(0, 8, (7, 9)), list(UAVID_RGB.values())))
+
+
+def _grey_noise(shape):
+    return RNG.integers(0, 256, shape).astype(np.uint8)  # every grey level, as JPEG gives
+
+
+def _masks_raw(raw):
+    save(raw / 'label' / 'a.jpg', _grey_noise((9, 9)), quality=70)
+
+
+def _xbd_raw(raw):
+    save(raw / 'test' / 'images' / 'x_pre_disaster.png', np.zeros((6, 6, 3), np.uint8))
+    save(raw / 'test' / 'targets' / 'x_pre_disaster_target.png', _grey_noise((6, 6)))
+
+
+def _inria_raw(raw):
+    save(raw / 'train' / 'images' / 'vienna3.tif', np.zeros((9, 9, 3), np.uint8))
+    save(raw / 'train' / 'gt' / 'vienna3.tif', _grey_noise((9, 9)))
+
+
+def _wbs_raw(raw, name='water_body_2396'):
+    save(raw / 'Images' / f'{name}.jpg', np.zeros((9, 9, 3), np.uint8))
+    save(raw / 'Masks' / f'{name}.jpg', _grey_noise((9, 9)), quality=60)
+    (raw / 'list.txt').write_text(name + '\n')
+
+
+LABEL_CASES = {
+    # set: (raw maker, converter arguments, label glob, class ids)
+    'potsdam': (_isprs_raw, ['--crop', '4', '--stride', '4'], 'ann_dir/val/*.png', range(7)),
+    'isaid': (_isaid_raw, ['--patch', '8', '--overlap', '2'], 'ann_dir/val/*.png', range(16)),
+    'uavid': (_uavid_raw, [], 'ann_dir/test/*.png', range(7)),
+    'binary-masks': (_masks_raw, ['--masks', 'label', '--mask-suffix', '.jpg'],
+                     'label_cvt/*.png', range(2)),
+    'xbd': (_xbd_raw, [], 'test/targets_cvt_pre/*.png', range(2)),
+    'inria': (_inria_raw, ['--patch', '4', '--tiles', 'vienna3'], 'ann_dir/split_test/*.png',
+              range(2)),
+    'wbs-si': (_wbs_raw, ['--split-file', 'RAW/list.txt'], 'Masks_cvt/*.png', range(2)),
+}
+
+
+@pytest.mark.parametrize('name', sorted(LABEL_CASES))
+def test_labels_hold_only_class_ids_and_255(name, tmp_path):
+    make, args, pattern, ids = LABEL_CASES[name]
+    raw, out = tmp_path / 'raw', tmp_path / 'out'
+    make(raw)
+    args = [arg.replace('RAW', str(raw)) for arg in args]
+    assert main([name, str(raw), '-o', str(out), *args]) == 0
+    labels = sorted(out.glob(pattern))
+    assert labels
+    values = set(np.unique(np.concatenate([load(path).ravel() for path in labels])).tolist())
+    assert values <= set(ids) | {255}, values
+
+
+# --- hostile archives -------------------------------------------------------------------------
+
+@pytest.mark.parametrize('member', ['../../escaped.png', '/tmp/abs_escaped.png',
+                                    'label/../../../escaped.png'])
+@pytest.mark.parametrize('with_images', [False, True])
+def test_zip_slip_members_are_refused(tmp_path, capsys, member, with_images):
+    raw, out = tmp_path / 'raw', tmp_path / 'deep' / 'out'
+    raw.mkdir()
+    victim = tmp_path / 'escaped.png'
+    victim.write_bytes(b'precious')
+    with zipfile.ZipFile(raw / 'masks.zip', 'w') as archive:
+        archive.writestr('label/a.png', encoded(np.zeros((2, 2), np.uint8)))
+        archive.writestr(member, encoded(np.full((2, 2), 255, np.uint8)))
+        if with_images:
+            archive.writestr('label/a.jpg', encoded(np.zeros((2, 2, 3), np.uint8), 'JPEG'))
+            archive.writestr(member[:-4] + '.jpg', encoded(np.zeros((2, 2, 3), np.uint8), 'JPEG'))
+    args = ['binary-masks', str(raw), '-o', str(out), '--masks', '.', '--force']
+    if with_images:
+        args += ['--images', '.', '--image-suffix', '.jpg']
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert repr(member) in err or repr(member[:-4] + '.jpg') in err
+    assert 'outside the output folder' in err
+    assert victim.read_bytes() == b'precious' and not Path('/tmp/abs_escaped.png').exists()
+    assert not any(tmp_path.glob('**/escaped*')) or victim.exists()
+
+
+def test_xbd_zip_slip_refused(tmp_path, capsys):
+    raw = tmp_path / 'raw'
+    (raw / 'test' / 'images').mkdir(parents=True)
+    with zipfile.ZipFile(raw / 'test' / 'images' / 'x.zip', 'w') as archive:
+        archive.writestr('../../../../evil_pre_disaster.png', b'x')
+    assert main(['xbd', str(raw), '-o', str(tmp_path / 'out')]) == 2
+    assert "'../../../../evil_pre_disaster.png'" in capsys.readouterr().err
+    assert not list(tmp_path.rglob('evil*'))
+
+
+def test_writer_refuses_paths_outside_its_root(tmp_path):
+    from segearth_ov.dataset_converters.writer import OutsideOutput
+    writer = OutputWriter(root=tmp_path / 'out')
+    with pytest.raises(OutsideOutput, match='outside the output folder'):
+        writer.write_bytes(tmp_path / 'out' / '..' / 'x.png', b'x')
+    assert not (tmp_path / 'x.png').exists()
+
+
+def test_zip_member_with_bad_crc_is_named(tmp_path, capsys):
+    raw = tmp_path / 'raw'
+    raw.mkdir()
+    data = encoded(np.full((16, 16), 255, np.uint8))
+    with zipfile.ZipFile(raw / 'masks.zip', 'w', compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr('label/a.png', data)
+    blob = bytearray((raw / 'masks.zip').read_bytes())
+    at = blob.find(data) + len(data) // 2
+    blob[at] ^= 0xFF  # corrupt one stored byte: the CRC no longer matches
+    (raw / 'masks.zip').write_bytes(bytes(blob))
+    assert main(['binary-masks', str(raw), '-o', str(tmp_path / 'out'), '--masks', '.']) == 2
+    err = capsys.readouterr().err
+    assert 'masks.zip:label/a.png cannot be read' in err and 'Traceback' not in err

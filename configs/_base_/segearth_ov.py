@@ -5,8 +5,10 @@ _base_ = ['./default_runtime.py']
 
 model = dict(
     type='SegEarthOV',
-    # open_clip arch + pretrained tag, or a local checkpoint path (arch ViT-B-16-quickgelu
-    # for a local copy of OpenAI's ViT-B-16 weights); pretrained=None = random weights.
+    # OpenAI's CLIP ViT-B/16. OpenAI-format weights (this tag, OpenAI's own ViT-B-16.pt or a
+    # saved OpenAI state dict) always build with QuickGELU, as they were trained; any other
+    # file follows its arch name, and quick_gelu=True/False forces the activation.
+    # pretrained=None gives random weights.
     clip=dict(arch='ViT-B-16', pretrained='openai'),
     attention='SegEarth',        # SegEarth | SCLIP | ClearCLIP | MaskCLIP | NACLIP | vanilla
     attention_layers=1,          # modified attention on the last n blocks, outputs summed

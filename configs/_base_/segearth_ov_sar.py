@@ -1,13 +1,14 @@
 # SegEarth-OV-2 on SAR: the AlignEarth backbone (an open_clip ViT-B-16 distilled to SAR),
-# SCLIP attention over the last 2 blocks, whole-image inference at 224 by default.
-# No SimFeatUp weights exist for AlignEarth features, so feature upsampling is off.
+# SCLIP attention over the last 2 blocks, whole-image inference at 224 by default. The
+# SimFeatUp jbu_one weights of the optical model are applied to AlignEarth's features as
+# published: in whole-image mode the 14x14 features are upsampled x16 to 224, then resized.
+# Each SAR config reads the authors' released archive through its split list.
 _base_ = ['./segearth_ov.py']
 
 model = dict(
     clip=dict(arch='ViT-B-16', pretrained='checkpoints/AlignEarth-SAR-ViT-B-16.pt'),
     attention='SCLIP',
     attention_layers=2,
-    upsampler=None,
     prob_thd=0.0,
     slide_crop=0,
 )

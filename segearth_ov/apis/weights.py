@@ -27,7 +27,7 @@ def resolve_clip(arch: str = 'ViT-B-16', pretrained: Optional[str] = 'auto'
                  ) -> Tuple[dict, Optional[str]]:
     """``(clip config, where the weights come from)``.
 
-    ``pretrained='auto'``: ``checkpoints/ViT-B-16.pt`` (OpenAI's file, QuickGELU), then
+    ``pretrained='auto'``: ``checkpoints/ViT-B-16.pt`` (OpenAI's file), then
     open_clip's cache of ``arch``/openai; raises with :data:`NO_CLIP_HELP` when neither
     exists. ``'none'``: random weights (source None). Anything else: an open_clip tag or a
     local file, passed through.
@@ -36,11 +36,9 @@ def resolve_clip(arch: str = 'ViT-B-16', pretrained: Optional[str] = 'auto'
     if pretrained is None or str(pretrained).lower() == 'none':
         return dict(arch=arch, pretrained=None), None
     if pretrained != 'auto':
-        if str(pretrained).endswith('ViT-B-16.pt') and arch == 'ViT-B-16':
-            arch = 'ViT-B-16-quickgelu'  # OpenAI's own file was trained with QuickGELU
         return dict(arch=arch, pretrained=pretrained), str(pretrained)
     if arch == 'ViT-B-16' and LOCAL_OPENAI.is_file():
-        return dict(arch='ViT-B-16-quickgelu', pretrained=str(LOCAL_OPENAI)), str(LOCAL_OPENAI)
+        return dict(arch=arch, pretrained=str(LOCAL_OPENAI)), str(LOCAL_OPENAI)
     if pretrained_is_cached(arch, 'openai'):
         return dict(arch=arch, pretrained='openai'), 'open_clip cache (openai)'
     raise FileNotFoundError(NO_CLIP_HELP.replace('ViT-B-16', arch, 1))

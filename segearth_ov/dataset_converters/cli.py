@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..datasets import benchmark_data_root
-from .sets import (convert_binary_masks, convert_inria, convert_isaid, convert_isprs,
-                   convert_loveda, convert_openearthmap, convert_uavid, convert_xbd)
+from .sets import (INRIA_TEST_TILES, WBS_SI_SPLIT, convert_binary_masks, convert_inria,
+                   convert_isaid, convert_isprs, convert_loveda, convert_openearthmap,
+                   convert_uavid, convert_wbs_si, convert_xbd)
 from .writer import OutputConflict, OutputWriter
 
 
@@ -51,8 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument('--split', default='val')
     sub.add_argument('--patch', type=int, default=896)
     sub.add_argument('--overlap', type=int, default=384)
-    add('uavid', 'UAVid', lambda a, o, w: convert_uavid(a.src, o, w),
-        'UAVid: frames -> 1280x1080 patches, Moving_Car merged into car')
+    sub = add('uavid', 'UAVid', lambda a, o, w: convert_uavid(
+        a.src, o, w, labelled_dir=a.labelled_dir),
+        'UAVid test split with its ground truth (test_gt) -> 1280x1080 patches, Moving_Car '
+        'merged into car')
+    sub.add_argument('--labelled-dir', default='test_gt',
+                     help='folder under SRC with seqN/Images and seqN/Labels (default test_gt, '
+                          'the published benchmark)')
     sub = add('binary-masks', None, lambda a, o, w: convert_binary_masks(
         a.src, o, w, masks=a.masks, mask_suffix=a.mask_suffix, label_dir=a.label_dir,
         label_suffix=a.label_suffix, images=a.images, image_suffix=a.image_suffix,
@@ -74,11 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = add('inria', 'Inria', lambda a, o, w: convert_inria(
         a.src, o, w, patch=a.patch, tiles=a.tiles), 'Inria: tiles -> 1000x1000 patches, 0/1')
     sub.add_argument('--patch', type=int, default=1000)
-    sub.add_argument('--tiles', type=int, nargs='+', default=[1, 2, 3, 4, 5],
-                     help='tile numbers of every city to convert (default 1-5)')
+    sub.add_argument('--tiles', nargs='+', default=list(INRIA_TEST_TILES),
+                     help='tile names (vienna3 ...) or numbers (n = tile n of every labelled '
+                          'city); default: the 27 tiles of the published evaluation')
     sub = add('openearthmap', 'OpenEarthMap', lambda a, o, w: convert_openearthmap(
         a.src, o, w, split_file=a.split_file), 'OpenEarthMap: the val list')
     sub.add_argument('--split-file', type=Path, help='default: SRC/val.txt')
+    sub = add('wbs-si', 'WBS-SI', lambda a, o, w: convert_wbs_si(
+        a.src, o, w, split_file=a.split_file),
+        'WBS-SI: the 499 published evaluation images, masks -> 0/1 PNG labels')
+    sub.add_argument('--split-file', type=Path, default=WBS_SI_SPLIT,
+                     help='names to convert (default: the published list shipped in '
+                          'configs/splits/)')
     sub = add('loveda', 'LoveDA', lambda a, o, w: convert_loveda(a.src, o, w, split=a.split),
               'LoveDA: Rural + Urban of one split')
     sub.add_argument('--split', default='Val')
@@ -88,13 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     out = args.out or Path(benchmark_data_root()) / args.default_out
-    writer = OutputWriter(force=args.force)
+    writer = OutputWriter(force=args.force, root=out)
     try:
         report = args.run(args, out, writer)
     except OutputConflict as error:
         print(f'error: {error}\n(kept: {writer.summary()} files)', file=sys.stderr)
         return 1
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:  # missing or bad input, unsafe names, full disk
         print(f'error: {error}\n(kept: {writer.summary()} files)', file=sys.stderr)
         return 2
     print(f'{report}\noutput: {out}')

@@ -140,8 +140,9 @@ def convert_isprs(src: Path, out: Path, writer: OutputWriter, site: str = 'potsd
 def convert_isaid(src: Path, out: Path, writer: OutputWriter, split: str = 'val',
                   patch: int = 896, overlap: int = 384) -> str:
     """iSAID images and ``*_instance_color_RGB.png`` semantic masks -> ``patch`` crops with
-    ``overlap`` (mmseg's converter: images smaller than a patch are zero-padded, colours
-    outside the iSAID palette become background), labels 0..15 under
+    ``overlap`` (mmseg's converter: images smaller than a patch are padded with 0 and their
+    labels with 255, ignored; colours outside the iSAID palette become background), labels
+    0..15 under
     ``img_dir/<split>`` and ``ann_dir/<split>`` named ``<id>_<y1>_<y2>_<x1>_<x2>``."""
     root = src / split if (src / split).is_dir() else src
     pairs = _pairs(root, r'(?:^|/)(P\d+)\.png$', root,
@@ -156,18 +157,28 @@ def convert_isaid(src: Path, out: Path, writer: OutputWriter, split: str = 'val'
             stem = f'{key}_{y1}_{y2}_{x1}_{x2}'
             return f'{stem}.png', f'{stem}_instance_color_RGB.png'
         _write_crops(writer, image, label, (patch, patch), (step, step),
-                     out / 'img_dir' / split, out / 'ann_dir' / split, names)
+                     out / 'img_dir' / split, out / 'ann_dir' / split, names, label_pad=255)
     return _report(writer, len(pairs), 'iSAID', unknown)
 
 
-def convert_uavid(src: Path, out: Path, writer: OutputWriter, out_split: str = 'test',
-                  patch_size: Sequence[int] = (1080, 1280)) -> str:
-    """UAVid ``seqN/Images/*.png`` with colour ``seqN/Labels/*.png`` (the labelled val
-    release; the official test labels are not public) -> ``img_dir/<out_split>`` and
-    ``ann_dir/<out_split>`` patches of 1280x1080 named ``seqN_<frame>_<x1>_<y1>.png``;
-    Moving_Car and Static_Car both become car, unknown colours 255 (ignored)."""
-    pairs = _pairs(src, r'(seq\d+)/Images/(\d+)\.png$', src, r'(seq\d+)/Labels/(\d+)\.png$',
-                   'UAVid')
+def convert_uavid(src: Path, out: Path, writer: OutputWriter, labelled_dir: str = 'test_gt',
+                  out_split: str = 'test', patch_size: Sequence[int] = (1080, 1280)) -> str:
+    """UAVid ``<labelled_dir>/seqN/Images/*.png`` with colour ``seqN/Labels/*.png`` ->
+    ``img_dir/<out_split>`` and ``ann_dir/<out_split>`` patches of 1280x1080 named
+    ``seqN_<frame>_<x1>_<y1>.png``; Moving_Car and Static_Car both become car, unknown
+    colours 255 (ignored).
+
+    The published numbers use the test split with its ground truth, ``test_gt``, which the
+    dataset's authors release separately from the images-only ``uavid_test``.
+    """
+    root = src if src.name == labelled_dir else src / labelled_dir
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f'UAVid: {root} not found. The benchmark is the UAVid test split with its ground '
+            f'truth ({labelled_dir}, released separately by the dataset\'s authors): put it at '
+            f'{src}/{labelled_dir}/seqN/Images and seqN/Labels (see dataset_prepare.md, UAVid)')
+    pairs = _pairs(root, r'(seq\d+)/Images/(\d+)\.png$', root, r'(seq\d+)/Labels/(\d+)\.png$',
+                   f'UAVid {labelled_dir}')
     unknown, size = 0, tuple(patch_size)
     for key, image_source, label_source in tqdm(pairs, desc='UAVid frames', unit='frame'):
         image, label, bad = _colour_pair(image_source, label_source, UAVID_COLOURS, 255)
@@ -233,22 +244,40 @@ def convert_xbd(src: Path, out: Path, writer: OutputWriter, split: str = 'test')
     return _report(writer, len(pairs), 'xBD')
 
 
-INRIA_TEST_TILES = tuple(range(1, 6))
+# The published evaluation tiles (the FCtL split's test part), each cut into 1000x1000 crops.
+INRIA_TEST_TILES = (
+    'vienna3', 'chicago10', 'vienna20', 'austin1', 'tyrol-w25', 'vienna9', 'chicago14',
+    'vienna18', 'kitsap36', 'kitsap35', 'austin22', 'kitsap34', 'austin7', 'vienna11',
+    'kitsap14', 'kitsap25', 'austin12', 'vienna15', 'kitsap9', 'austin36', 'vienna6',
+    'chicago23', 'tyrol-w3', 'chicago26', 'austin24', 'tyrol-w1', 'tyrol-w36')
+INRIA_CITIES = ('austin', 'chicago', 'kitsap', 'tyrol-w', 'vienna')  # the labelled ones
+
+
+def inria_tile_names(tiles: Iterable) -> List[str]:
+    """Tile names; a bare number ``n`` stands for tile ``n`` of every labelled city."""
+    names = []
+    for tile in tiles:
+        tile = str(tile)
+        if tile.isdigit():
+            names += [f'{city}{int(tile)}' for city in INRIA_CITIES]
+        elif re.fullmatch(r'[a-z-]+\d+', tile):
+            names.append(tile)
+        else:
+            raise ValueError(f'Inria: {tile!r} is neither a tile name (e.g. vienna3) nor a '
+                             f'tile number')
+    return list(dict.fromkeys(names))
 
 
 def convert_inria(src: Path, out: Path, writer: OutputWriter, patch: int = 1000,
-                  tiles: Sequence[int] = INRIA_TEST_TILES, split: str = 'split_test') -> str:
-    """Inria ``train/images/<city><n>.tif`` and ``train/gt/<city><n>.tif`` (0/255; the
-    official test tiles have no public labels) for ``n`` in ``tiles`` (1-5 of every city,
-    the split the dataset's authors suggest for validation) -> ``patch`` crops under
-    ``img_dir/<split>`` and ``ann_dir/<split>`` named ``<city><n>_<x1>_<y1>.png``, 0/1."""
-    pattern = r'(?:^|/){}/([a-z-]+?)(\d+)\.tif$'
-    pairs = _pairs(src, pattern.format('images'), src, pattern.format('gt'), 'Inria')
-    pairs = [pair for pair in pairs if int(pair[0].rsplit('_', 1)[1]) in set(tiles)]
-    if not pairs:
-        raise FileNotFoundError(f'Inria: no tiles numbered {list(tiles)} under {src}')
-    for key, image_source, label_source in tqdm(pairs, desc='Inria tiles', unit='tile'):
-        name = key.replace('_', '')
+                  tiles: Iterable = INRIA_TEST_TILES, split: str = 'split_test') -> str:
+    """Inria ``train/images/<tile>.tif`` and ``train/gt/<tile>.tif`` (0/255) for the named
+    ``tiles`` (default: the 27 tiles of the published evaluation) -> ``patch`` crops under
+    ``img_dir/<split>`` and ``ann_dir/<split>`` named ``<tile>_<x1>_<y1>.png``, 0/1. The
+    download's unlabelled ``test/images`` tiles are never read."""
+    pattern = r'(?:^|/){}/([a-z-]+\d+)\.tif$'
+    pairs = _pairs(src, pattern.format('images'), src, pattern.format('gt'), 'Inria',
+                   inria_tile_names(tiles))
+    for name, image_source, label_source in tqdm(pairs, desc='Inria tiles', unit='tile'):
         image = read_rgb(image_source)
         label = binarize(read_mask(label_source))
         _check_same_size(image, label, image_source, label_source)
@@ -258,6 +287,37 @@ def convert_inria(src: Path, out: Path, writer: OutputWriter, patch: int = 1000,
     return _report(writer, len(pairs), 'Inria')
 
 
+# The 499 WBS-SI images of the published evaluation, shipped with the project (the config
+# reads the same file).
+WBS_SI_SPLIT = Path(__file__).resolve().parents[2] / 'configs' / 'splits' / 'wbs-si_val.txt'
+
+
+def read_split_file(path: Path, hint: str = '') -> List[str]:
+    """Names, one per line (blank lines skipped), of a split list."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f'split file {path} not found{hint}')
+    return [line.strip() for line in Path(path).read_text(encoding='utf-8').splitlines()
+            if line.strip()]
+
+
+def convert_wbs_si(src: Path, out: Path, writer: OutputWriter,
+                   split_file: Path = WBS_SI_SPLIT, threshold: int = 128) -> str:
+    """WBS-SI ``Images/<name>.jpg`` and 0/255 JPEG ``Masks/<name>.jpg`` of the names in
+    ``split_file`` -> ``Images/<name>.jpg`` (bytes copied) and ``Masks_cvt/<name>.png``
+    (``mask >= threshold`` as 0/1; PNG, because a JPEG re-encoding of 0/1 values decodes
+    to 0, 1 and 2)."""
+    names = read_split_file(split_file)
+    pairs = _pairs(src, r'(?:^|/)Images/([^/]+)\.jpg$', src, r'(?:^|/)Masks/([^/]+)\.jpg$',
+                   'WBS-SI', names)
+    for name, image_source, mask_source in tqdm(pairs, desc='WBS-SI', unit='image'):
+        image = read_rgb(image_source)
+        label = binarize(read_mask(mask_source), threshold)
+        _check_same_size(image, label, image_source, mask_source)
+        writer.write_bytes(out / 'Images' / f'{name}.jpg', image_source.read_bytes())
+        writer.write_image(out / 'Masks_cvt' / f'{name}.png', label)
+    return _report(writer, len(pairs), 'WBS-SI')
+
+
 def convert_openearthmap(src: Path, out: Path, writer: OutputWriter,
                          split_file: Optional[Path] = None) -> str:
     """OpenEarthMap (the release without xBD tiles): the names in ``val.txt`` found under
@@ -265,10 +325,8 @@ def convert_openearthmap(src: Path, out: Path, writer: OutputWriter,
     (GeoTIFFs copied unchanged). Listed names absent from the release (its xBD part) are
     skipped and counted."""
     split_file = Path(split_file) if split_file else src / 'val.txt'
-    if not split_file.is_file():
-        raise FileNotFoundError(f'OpenEarthMap split file {split_file} not found (the release '
-                                f'ships val.txt at its top level; pass --split-file)')
-    names = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+    names = read_split_file(split_file, ' (the OpenEarthMap release ships val.txt at its '
+                                        'top level; pass --split-file)')
     images = {s.name: s for s in find_sources(src, r'(?:^|/)images/[^/]+\.tif$')}
     labels = {s.name: s for s in find_sources(src, r'(?:^|/)labels/[^/]+\.tif$')}
     present = [name for name in names if name in images]

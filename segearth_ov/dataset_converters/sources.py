@@ -35,8 +35,26 @@ class Source:
     def read_bytes(self) -> bytes:
         if self.member is None:
             return self.path.read_bytes()
-        with zipfile.ZipFile(self.path) as archive:
-            return archive.read(self.member)
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                return archive.read(self.member)
+        except zipfile.BadZipFile as error:  # a bad CRC, a truncated member
+            raise ValueError(f'{self.location} cannot be read from its archive ({error}); '
+                             f'download the archive again') from error
+
+
+class UnsafeMember(ValueError):
+    """An archive member whose name is absolute or climbs out of its folder."""
+
+
+def check_member_name(archive: Path, member: str) -> None:
+    """Refuse a member name that could point outside the output folder when reused as a
+    file name: absolute (``/x``, ``C:/x``, ``\\x``) or holding a ``..`` component."""
+    parts = member.replace('\\', '/').split('/')
+    if member.startswith(('/', '\\')) or re.match(r'^[A-Za-z]:', member) or '..' in parts:
+        raise UnsafeMember(f'{archive} holds the member {member!r}, whose name is absolute or '
+                           f'leaves its folder; refusing to read an archive that could write '
+                           f'outside the output folder')
 
 
 def find_sources(root: Path, pattern: str) -> List[Source]:
@@ -68,6 +86,7 @@ def find_sources(root: Path, pattern: str) -> List[Source]:
                              f'it again or extract it by hand') from error
         for member in members:
             if not member.endswith('/') and regex.search(member):
+                check_member_name(archive, member)
                 found.setdefault(member, Source(member, archive, member))
     return [found[key] for key in sorted(found)]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 from collections import Counter
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 from PIL import Image
@@ -19,6 +19,10 @@ from ..fileio import atomic_path
 
 class OutputConflict(FileExistsError):
     """An existing output differs from what the converter would write."""
+
+
+class OutsideOutput(ValueError):
+    """A path that resolves outside the output folder (a crafted name)."""
 
 
 LOSSLESS_FORMATS = {'.png': 'PNG', '.tif': 'TIFF', '.tiff': 'TIFF'}
@@ -48,15 +52,23 @@ def _same_pixels(path: Path, array: np.ndarray) -> bool:
 
 
 class OutputWriter:
-    """Writes files atomically and counts ``written``, ``unchanged`` and ``replaced``."""
+    """Writes files atomically and counts ``written``, ``unchanged`` and ``replaced``; with
+    ``root``, a path that resolves outside it is refused before anything is written."""
 
-    def __init__(self, force: bool = False):
+    def __init__(self, force: bool = False, root: Optional[Path] = None):
         self.force = force
+        self.root = Path(root).resolve() if root is not None else None
         self.counts: Counter = Counter()
+
+    def _inside_root(self, path: Path) -> None:
+        if self.root is not None and not path.resolve().is_relative_to(self.root):
+            raise OutsideOutput(f'refusing to write {path}: it is outside the output folder '
+                                f'{self.root}')
 
     def _write(self, path: Path, same: Callable[[Path], bool], data: Callable[[], bytes]):
         """``same(path)``: whether the existing file already holds the output; ``data()``
         is only called when the file is (re)written, so re-runs skip the encoding."""
+        self._inside_root(path)
         if path.exists():
             if same(path):
                 self.counts['unchanged'] += 1

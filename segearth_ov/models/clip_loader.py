@@ -4,20 +4,31 @@
 * ``None``: random weights (for tests and smoke runs; logged loudly);
 * an open_clip tag (``'openai'``, ``'laion2b_s34b_b88k'``, ...): open_clip's cache is used;
   with no network and no cached file the error says what to download and where it goes;
-* a path to a full CLIP state dict (OpenAI's ``ViT-B-16.pt`` with arch
-  ``ViT-B-16-quickgelu``, RemoteCLIP, GeoRSCLIP, SkyCLIP, AlignEarth, ...), loaded strictly.
+* a path to a full CLIP state dict (RemoteCLIP, GeoRSCLIP, SkyCLIP, AlignEarth, a saved
+  OpenAI state dict, ...) or to OpenAI's own TorchScript archive (``ViT-B-16.pt``), loaded
+  strictly.
+
+The activation rule lives here and only here (:func:`uses_quick_gelu`): OpenAI's weights
+were trained with QuickGELU, so the ``openai`` tag, a TorchScript archive and a state dict
+carrying OpenAI's metadata keys build with QuickGELU whether the arch is spelt ``ViT-B-16``
+or ``ViT-B-16-quickgelu``. open_clip itself only warns about the mismatch and builds GELU,
+which changes every feature.
 """
 from __future__ import annotations
 
 import logging
 import os
-from typing import Optional, Tuple
+import zipfile
+from typing import Dict, Optional, Tuple
 
 import torch
 
 logger = logging.getLogger('segearth_ov')
 
 _CHECKPOINT_SUFFIXES = ('.pt', '.pth', '.bin', '.ckpt', '.safetensors')
+# Keys OpenAI's CLIP state dicts carry beside the weights (open_clip drops them on load).
+OPENAI_METADATA_KEYS = ('input_resolution', 'context_length', 'vocab_size')
+QUICK_GELU_SUFFIX = '-quickgelu'
 
 
 def looks_like_path(pretrained: str) -> bool:
@@ -25,8 +36,19 @@ def looks_like_path(pretrained: str) -> bool:
             or os.path.exists(pretrained))
 
 
+def is_torchscript_archive(path: str) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip with ``constants.pkl`` and compiled
+    ``code/``), as OpenAI's released CLIP files are, rather than a ``torch.save`` file."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith('/constants.pkl') for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def read_checkpoint(path: str, what: str = 'checkpoint') -> dict:
-    """``torch.load`` a trusted-format file with errors that name the file."""
+    """``torch.load`` a trusted-format file (``weights_only=True``: no pickled code runs)
+    with errors that name the file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{what} not found: {path}')
     try:
@@ -36,6 +58,17 @@ def read_checkpoint(path: str, what: str = 'checkpoint') -> dict:
                          f'checkpoint?): {type(err).__name__}: {err}') from err
 
 
+def read_torchscript_state(path: str) -> Dict[str, torch.Tensor]:
+    """The tensors of a TorchScript archive, read on CPU. ``torch.jit.load`` reads only
+    TorchScript's own restricted format: no Python pickle is executed."""
+    try:
+        scripted = torch.jit.load(path, map_location='cpu')
+    except Exception as err:
+        raise ValueError(f'TorchScript archive {path} cannot be read (truncated?): '
+                         f'{type(err).__name__}: {err}') from err
+    return {key: value.detach() for key, value in scripted.state_dict().items()}
+
+
 def _unwrap_state_dict(obj, path: str) -> dict:
     for key in ('state_dict', 'model', 'module'):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
@@ -43,6 +76,38 @@ def _unwrap_state_dict(obj, path: str) -> dict:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f'CLIP checkpoint {path} holds no state dict of tensors')
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in obj.items()}
+
+
+def read_clip_weights(path: str) -> Tuple[Dict[str, torch.Tensor], bool]:
+    """``(state dict, OpenAI format?)`` of a local CLIP file: a TorchScript archive or a
+    (possibly wrapped) state dict. OpenAI's metadata keys are removed from the state."""
+    if is_torchscript_archive(path):
+        state, openai_format = read_torchscript_state(path), True
+    else:
+        state = _unwrap_state_dict(read_checkpoint(path, 'CLIP checkpoint'), path)
+        openai_format = any(key in state for key in OPENAI_METADATA_KEYS)
+    for key in OPENAI_METADATA_KEYS:
+        state.pop(key, None)
+    return state, openai_format
+
+
+def uses_quick_gelu(arch: str, pretrained: Optional[str], openai_format: bool = False,
+                    quick_gelu: Optional[bool] = None) -> bool:
+    """The activation rule: an explicit ``quick_gelu`` wins; otherwise QuickGELU for a
+    ``-quickgelu`` arch, the ``openai`` tag, and OpenAI-format files."""
+    if quick_gelu is not None:
+        return bool(quick_gelu)
+    return arch.endswith(QUICK_GELU_SUFFIX) or pretrained == 'openai' or openai_format
+
+
+def base_arch(arch: str) -> str:
+    """``ViT-B-16-quickgelu`` -> ``ViT-B-16`` (the activation is set by :func:`uses_quick_gelu`)."""
+    import open_clip
+    if arch.endswith(QUICK_GELU_SUFFIX):
+        base = arch[:-len(QUICK_GELU_SUFFIX)]
+        if base in open_clip.list_models():
+            return base
+    return arch
 
 
 def describe_key_mismatch(missing, unexpected, limit: int = 12) -> str:
@@ -65,49 +130,65 @@ def _cache_hint(arch: str, tag: str, cache_dir: Optional[str]) -> str:
             from huggingface_hub.constants import HF_HUB_CACHE as cache_dir
         except ImportError:
             cache_dir = '~/.cache/huggingface/hub'
-    local_arch = f'{arch}-quickgelu' if tag == 'openai' and 'quickgelu' not in arch else arch
     return (f'The weights file ({filename}) comes from {source} and is cached under '
             f'{cache_dir}. Download it once on a '
             f'machine with network access (python -c "import open_clip; '
             f"open_clip.create_model('{arch}', pretrained='{tag}')\"), copy the cache folder "
-            f'here, or pass a local file: clip=dict(arch=\'{local_arch}\', '
+            f"here, or pass a local file: clip=dict(arch='{arch}', "
             f"pretrained='/path/to/{filename}').")
 
 
+def _load_local(arch: str, path: str, quick_gelu: Optional[bool]) -> torch.nn.Module:
+    import open_clip
+    state, openai_format = read_clip_weights(path)
+    quick = uses_quick_gelu(arch, path, openai_format, quick_gelu)
+    model = open_clip.create_model(base_arch(arch), pretrained=None, force_quick_gelu=quick)
+    # buffers the model derives itself (the text attention mask) are saved by TorchScript
+    derived = {name for name, _ in model.named_buffers()} - set(model.state_dict())
+    state = {key: value for key, value in state.items() if key not in derived}
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatch
+        raise ValueError(f'CLIP checkpoint {path} does not fit arch {arch!r}: {err}') from err
+    mismatch = describe_key_mismatch(result.missing_keys, result.unexpected_keys)
+    if mismatch:
+        raise ValueError(f'CLIP checkpoint {path} does not fit arch {arch!r}: {mismatch}')
+    return model
+
+
 def build_clip(arch: str, pretrained: Optional[str] = 'openai',
-               cache_dir: Optional[str] = None) -> Tuple[torch.nn.Module, object]:
+               cache_dir: Optional[str] = None, quick_gelu: Optional[bool] = None
+               ) -> Tuple[torch.nn.Module, object]:
     """Return ``(model, tokenizer)``: an open_clip CLIP model in eval mode with frozen
-    weights, and its tokenizer (works offline: the BPE vocabulary ships with open_clip)."""
+    weights, and its tokenizer (works offline: the BPE vocabulary ships with open_clip).
+
+    ``quick_gelu``: None applies :func:`uses_quick_gelu`; True / False force the activation.
+    """
     import open_clip
     if arch not in open_clip.list_models():
         raise ValueError(f'unknown open_clip architecture {arch!r}; see open_clip.list_models()')
     if not pretrained:
         logger.warning('CLIP %s has RANDOM WEIGHTS (pretrained=None): predictions are '
                        'meaningless; pass a tag or a checkpoint path for real results', arch)
-        model = open_clip.create_model(arch, pretrained=None)
+        model = open_clip.create_model(
+            base_arch(arch), pretrained=None,
+            force_quick_gelu=uses_quick_gelu(arch, None, quick_gelu=quick_gelu))
     elif looks_like_path(pretrained):
-        state = _unwrap_state_dict(read_checkpoint(pretrained, 'CLIP checkpoint'), pretrained)
-        model = open_clip.create_model(arch, pretrained=None)
-        try:
-            result = model.load_state_dict(state, strict=False)
-        except RuntimeError as err:
-            raise ValueError(f'CLIP checkpoint {pretrained} does not fit arch {arch!r}: '
-                             f'{err}') from err
-        mismatch = describe_key_mismatch(result.missing_keys, result.unexpected_keys)
-        if mismatch:
-            raise ValueError(f'CLIP checkpoint {pretrained} does not fit arch {arch!r}: '
-                             f'{mismatch}')
+        model = _load_local(arch, pretrained, quick_gelu)
     else:
-        tags = open_clip.list_pretrained_tags_by_model(arch)
+        name = base_arch(arch) if pretrained == 'openai' else arch
+        tags = open_clip.list_pretrained_tags_by_model(name)
         if pretrained not in tags:
             raise ValueError(f'{arch!r} has no pretrained tag {pretrained!r} (known: '
                              f'{", ".join(tags) or "none"}); a local file needs a path')
+        quick = uses_quick_gelu(arch, pretrained, quick_gelu=quick_gelu)
         try:
-            model = open_clip.create_model(arch, pretrained=pretrained, cache_dir=cache_dir)
+            model = open_clip.create_model(name, pretrained=pretrained, cache_dir=cache_dir,
+                                           force_quick_gelu=quick)
         except Exception as err:
             raise RuntimeError(f'cannot load CLIP weights {arch}/{pretrained} '
                                f'({type(err).__name__}: {err}). '
-                               f'{_cache_hint(arch, pretrained, cache_dir)}') from err
+                               f'{_cache_hint(name, pretrained, cache_dir)}') from err
     model.eval().requires_grad_(False)
     return model, open_clip.get_tokenizer(arch)
 
@@ -115,7 +196,7 @@ def build_clip(arch: str, pretrained: Optional[str] = 'openai',
 def pretrained_is_cached(arch: str, tag: str, cache_dir: Optional[str] = None) -> bool:
     """Whether open_clip would find ``arch``/``tag`` in its Hugging Face cache (no network)."""
     import open_clip
-    cfg = open_clip.get_pretrained_cfg(arch, tag) or {}
+    cfg = open_clip.get_pretrained_cfg(base_arch(arch), tag) or {}
     repo = (cfg.get('hf_hub') or '').strip('/')
     if not repo:
         return False
