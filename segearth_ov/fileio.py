@@ -1,32 +1,82 @@
 """Atomic file output: every writer in the package writes a temporary file beside its
 target and renames it over the target, so a crash or Ctrl-C never leaves a half-written
-result and a reader never sees one."""
+result and a reader never sees one. Published files get the permissions the umask gives a
+new file (``mkstemp`` alone would leave them readable by their owner only)."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
+TEMP_SUFFIX = '.tmp'
+
 
 def temporary_beside(path) -> Path:
-    """A new, empty temporary file in ``path``'s folder (created if needed), named after it."""
+    """A new, empty temporary file in ``path``'s folder (created if needed), named
+    ``.<name>.<random>.tmp`` after it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix=TEMP_SUFFIX)
     os.close(handle)
     return Path(tmp)
 
 
+def stale_temporaries(path) -> list:
+    """Temporary files that :func:`temporary_beside` made for ``path`` and a killed run left."""
+    path = Path(path)
+    return sorted(path.parent.glob(f'.{glob.escape(path.name)}.*{TEMP_SUFFIX}'))
+
+
+def default_file_mode() -> int:
+    """``0o666`` less the process umask (read without changing it where Linux allows)."""
+    try:
+        with open('/proc/self/status') as status:
+            for line in status:
+                if line.startswith('Umask:'):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic read-and-restore
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def publish(tmp, path) -> None:
+    """Give ``tmp`` the umask's permissions and rename it over ``path``."""
+    os.chmod(tmp, default_file_mode())
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def atomic_path(path) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces ``path``, on any failure it
-    is deleted and ``path`` is left as it was."""
+    """Yield a temporary path to write; on success it replaces ``path`` (with the umask's
+    permissions), on any failure it is deleted and ``path`` is left as it was."""
     tmp = temporary_beside(path)
     try:
         yield tmp
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+_HASHES: dict = {}
+
+
+def content_hash(path, length: int = 12) -> str:
+    """``sha256:<first length hex digits>`` of a file's bytes, remembered per (path, size,
+    mtime) so a weights file is read once per process."""
+    import hashlib
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with open(path, 'rb') as f:
+            for block in iter(lambda: f.read(1 << 22), b''):
+                digest.update(block)
+        _HASHES[key] = digest.hexdigest()
+    return f'sha256:{_HASHES[key][:length]}'

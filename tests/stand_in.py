@@ -11,7 +11,10 @@ from mmseg.registry import MODELS
 @MODELS.register_module()
 class StandInSegmentor(BaseSegmentor):
 
-    def __init__(self, num_classes: int, delay: float = 0.0, data_preprocessor=None):
+    def __init__(self, num_classes: int, delay: float = 0.0, prob_thd: float = 0.0,
+                 data_preprocessor=None):
+        # prob_thd is accepted (and ignored) as SegEarthOV accepts it, so that results rows
+        # keyed by it can be tested
         super().__init__(data_preprocessor=data_preprocessor)
         self.num_classes = num_classes
         self.delay = delay

@@ -59,7 +59,7 @@ def test_missing_local_file_and_unknown_names(tmp_path):
 
 def test_tag_without_network_says_what_to_download(monkeypatch, tmp_path):
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(FileNotFoundError) as info:
         build_clip('ViT-B-16', 'openai', cache_dir=str(tmp_path))
     message = str(info.value)
     assert 'ViT-B-16/openai' in message and str(tmp_path) in message

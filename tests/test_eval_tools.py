@@ -199,3 +199,137 @@ def test_eval_all_selection(tmp_path, capsys):
     assert 'skipped' not in capsys.readouterr().out
     assert eval_all_main(args + ['--only', 'nope']) == 2
     assert "unknown configs ['cfg_nope']" in capsys.readouterr().err
+
+
+# --- the results workbook under concurrency, user edits, changed settings and corruption -----
+
+def eval_args(config, tmp_path, results, *extra):
+    return ['--config', str(config), '--work-dir', str(tmp_path / 'work'), '--results',
+            str(results), *extra]
+
+
+def test_concurrent_evals_keep_every_row(tmp_path):
+    make_set(tmp_path / 'd1', 2, seed=1)
+    make_set(tmp_path / 'd2', 7, seed=2)
+    configs = [write_config(tmp_path / 'configs', 'cfg_chn6_cug', 'cfg_chn6_cug.py',
+                            tmp_path / 'd1', 2, delay=2),
+               write_config(tmp_path / 'configs', 'cfg_uavid', 'cfg_uavid.py',
+                            tmp_path / 'd2', 7, delay=2)]
+    results = tmp_path / 'shared.xlsx'
+    runs = [subprocess.Popen([PYTHON, str(REPO / 'tools' / 'eval.py'),
+                              *eval_args(config, tmp_path / config.stem, results)], env=env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for config in configs]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert all(run.returncode == 0 for run in runs), outputs
+    assert sorted(r['config'] for r in summary_rows(results)[0]) == ['cfg_chn6_cug',
+                                                                     'cfg_uavid']
+
+
+def test_user_columns_and_sheets_survive_and_settings_key_rows(uavid_like, tmp_path, capsys):
+    results = tmp_path / 'r.xlsx'
+    assert eval_main(eval_args(uavid_like, tmp_path, results)) == 0
+    book = load_workbook(results)
+    book['summary'].cell(row=1, column=len(SUMMARY) + 1, value='my note')
+    book['summary'].cell(row=2, column=len(SUMMARY) + 1, value='checked by hand')
+    book.create_sheet('my plots')['A1'] = 'keep me'
+    book.save(results)
+    # another prob_thd is another row; the first row keeps the user's note
+    assert eval_main(eval_args(uavid_like, tmp_path, results,
+                               '--cfg-options', 'model.prob_thd=0.5')) == 0
+    book = load_workbook(results)
+    assert book['my plots']['A1'].value == 'keep me'
+    header = [c.value for c in book['summary'][1]]
+    assert header == SUMMARY + ['my note']
+    rows = [dict(zip(header, [c.value for c in row])) for row in book['summary'].iter_rows(
+        min_row=2)]
+    assert sorted(r['prob_thd'] for r in rows) == [0.0, 0.5]
+    noted = [r for r in rows if r['my note'] == 'checked by hand']
+    assert len(noted) == 1 and noted[0]['prob_thd'] == 0.0
+    # the same settings again replace their row and keep its note
+    assert eval_main(eval_args(uavid_like, tmp_path, results)) == 0
+    book = load_workbook(results)
+    values = [[c.value for c in row] for row in book['summary'].iter_rows(min_row=2)]
+    assert len(values) == 2 and sum('checked by hand' in row for row in values) == 1
+
+
+def test_corrupt_workbook_is_set_aside_before_evaluating(uavid_like, tmp_path, capsys):
+    results = tmp_path / 'r.xlsx'
+    results.write_bytes(b'PK\x03\x04 this is not a workbook')
+    assert eval_main(eval_args(uavid_like, tmp_path, results)) == 0
+    err = capsys.readouterr().err
+    aside = list(tmp_path.glob('r.corrupt-*.xlsx'))
+    assert len(aside) == 1 and aside[0].read_bytes() == b'PK\x03\x04 this is not a workbook'
+    assert f'kept as {aside[0]}' in err and 'Traceback' not in err
+    assert [r['config'] for r in summary_rows(results)[0]] == ['cfg_uavid']
+
+
+def test_foreign_workbook_is_refused_untouched(uavid_like, tmp_path, capsys):
+    from openpyxl import Workbook
+    results = tmp_path / 'budget.xlsx'
+    book = Workbook()
+    book.active.title = 'summary'
+    book.active.append(['item', 'cost'])
+    book.save(results)
+    before = results.read_bytes()
+    assert eval_main(eval_args(uavid_like, tmp_path, results)) == 2
+    assert 'not a segearth-ov results workbook' in capsys.readouterr().err
+    assert results.read_bytes() == before
+
+
+def test_broken_config_is_a_failed_row_and_the_suite_goes_on(tmp_path, capsys):
+    configs = tmp_path / 'configs'
+    make_set(tmp_path / 'data', 2)
+    write_config(configs, 'cfg_chn6_cug', 'cfg_chn6_cug.py', tmp_path / 'data', 2)
+    (configs / 'cfg_broken.py').write_text('model = dict(type=\n')
+    results = tmp_path / 'r.xlsx'
+    assert eval_all_main(['--config-dir', str(configs), '--results', str(results),
+                          '--work-dir', str(tmp_path / 'work')]) == 1
+    rows = {r['config']: r for r in summary_rows(results)[0]}
+    assert rows['cfg_chn6_cug']['status'] == 'ok'
+    assert rows['cfg_broken']['status'].startswith('failed:')
+    assert 'Traceback' not in capsys.readouterr().err
+
+
+def test_cfg_options_errors_are_one_paragraph(uavid_like, tmp_path, capsys):
+    assert eval_main(eval_args(uavid_like, tmp_path, tmp_path / 'r.xlsx', '--cfg-options',
+                               'model.prob_thdd=0.5')) == 2
+    err = capsys.readouterr().err
+    assert "'model.prob_thdd' names no setting" in err and 'did you mean model.prob_thd' in err
+    assert 'Traceback' not in err and not (tmp_path / 'r.xlsx').exists()
+    with pytest.raises(SystemExit) as info:
+        eval_main(eval_args(uavid_like, tmp_path, tmp_path / 'r.xlsx', '--cfg-options',
+                            'model.prob_thd'))
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "KEY=VALUE items, got 'model.prob_thd'" in err and 'Traceback' not in err
+
+
+def test_eval_without_clip_weights_says_what_to_do(tmp_path, capsys, monkeypatch):
+    """The real config without cached CLIP weights: one paragraph naming the file."""
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'empty_cache'))
+    make_set(tmp_path / 'data', 7)
+    assert eval_main(['--config', str(REPO / 'configs' / 'cfg_uavid.py'), '--work-dir',
+                      str(tmp_path / 'work'), '--results', str(tmp_path / 'r.xlsx'),
+                      '--cfg-options', f'test_dataloader.dataset.data_root={tmp_path / "data"}',
+                      'test_dataloader.dataset.data_prefix.img_path=img',
+                      'test_dataloader.dataset.data_prefix.seg_map_path=ann',
+                      'test_dataloader.num_workers=0',
+                      'test_dataloader.persistent_workers=False']) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'Traceback' not in err
+    assert 'CLIP weights ViT-B-16/openai are not available here' in err
+    assert "pretrained='/path/to/ViT-B-16.pt'" in err
+
+
+def test_weights_are_keyed_by_content(tmp_path):
+    from segearth_ov.benchmark.catalog import describe_weights
+    (tmp_path / 'a').mkdir()
+    (tmp_path / 'b').mkdir()
+    (tmp_path / 'a' / 'w.pt').write_bytes(b'one')
+    (tmp_path / 'b' / 'w.pt').write_bytes(b'two')
+    first, second = describe_weights(str(tmp_path / 'a' / 'w.pt')), \
+        describe_weights(str(tmp_path / 'b' / 'w.pt'))
+    assert first.startswith('w.pt sha256:') and first != second
+    assert describe_weights('openai') == 'openai' and describe_weights(None) == 'none (random)'

@@ -188,3 +188,24 @@ def test_two_cpu_processes_with_gloo(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert [p.name for p in work.glob('*.ckpt')] == ['upsampler_step0000002.ckpt']
     assert 'trained 2 steps' in run.stdout
+
+
+class _RunsAShellCommand:
+    """What a crafted pickle does: its __reduce__ calls os.system on load."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f'touch {self.marker}',)
+
+
+def test_resume_never_runs_code_from_a_crafted_state(tmp_path):
+    marker = tmp_path / 'pwned'
+    state = tmp_path / 'train_state.pth'
+    torch.save(dict(model={}, step=1, payload=_RunsAShellCommand(marker)), state)
+    trainer = Trainer(TrainConfig(images=str(make_images(tmp_path / 'img', 2)), **SMALL))
+    with pytest.raises(ValueError, match='cannot read training state .*train_state.pth'):
+        trainer.resume(state)
+    assert not marker.exists()

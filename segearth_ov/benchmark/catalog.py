@@ -1,10 +1,13 @@
 """What a benchmark config is: its task, its group, the paper's figure, the model settings."""
 from __future__ import annotations
 
+import hashlib
 import os.path as osp
 from typing import Dict, Optional
 
 from mmengine.config import Config
+
+from ..fileio import content_hash
 
 BINARY_TASKS = {'BuildingDataset': 'building', 'RoadDataset': 'road', 'WaterDataset': 'water'}
 GROUPS = ('optical', 'sar', 'semseg', 'building', 'road', 'water')
@@ -36,24 +39,63 @@ def in_group(name: str, cfg: Config, group: str) -> bool:
     return task == group
 
 
-def _short(path: Optional[str]) -> str:
-    if path is None:
+def describe_weights(pretrained: Optional[str]) -> str:
+    """A weights column: the tag, or a file's name with its content hash (two files of one
+    name are different rows), ``none (random)`` or ``<name> (missing)``."""
+    if pretrained is None:
         return 'none (random)'
-    return osp.basename(str(path))
+    if not osp.isfile(str(pretrained)):
+        return str(pretrained) if not osp.splitext(str(pretrained))[1] \
+            else f'{osp.basename(str(pretrained))} (missing)'
+    return f'{osp.basename(str(pretrained))} {content_hash(pretrained)}'
+
+
+def _templates(templates) -> str:
+    if templates is None:
+        return 'openai-80'
+    text = '\n'.join(str(t) for t in templates)
+    return f'{len(templates)} sha256:{hashlib.sha256(text.encode()).hexdigest()[:12]}'
+
+
+def _class_defaults(model_type) -> Dict[str, object]:
+    """The defaults of the registered model class's arguments (what a config that omits a
+    setting gets), so an explicit default and an omitted one key the same row."""
+    import inspect
+
+    from mmseg.registry import MODELS
+    model_cls = MODELS.get(model_type) if isinstance(model_type, str) else model_type
+    if model_cls is None:
+        return {}
+    return {name: p.default for name, p in inspect.signature(model_cls).parameters.items()
+            if p.default is not inspect.Parameter.empty}
 
 
 def model_settings(cfg: Config) -> Dict[str, object]:
-    """The model settings a results row is keyed by (with the config name)."""
-    model = cfg.model
+    """Every model and data setting that changes a benchmark number: the columns a results
+    row is keyed by (with the config name)."""
+    from ..datasets import resolve_data_root
+    model = dict(_class_defaults(cfg.model.get('type')), **cfg.model)
     clip = model.get('clip') or {}
     upsampler = model.get('upsampler')
     if upsampler:
-        upsampler = f'{upsampler.get("type")} ({_short(upsampler.get("checkpoint"))})'
+        upsampler = f'{upsampler.get("type")} ({describe_weights(upsampler.get("checkpoint"))})'
+    arch = clip.get('arch', model.get('type'))
+    if clip.get('quick_gelu') is not None:
+        arch = f'{arch} quick_gelu={clip["quick_gelu"]}'
+    crop = model.get('slide_crop', 0)
+    data_root = cfg.test_dataloader.dataset.get('data_root') or ''
     return {
-        'CLIP': clip.get('arch', model.get('type')),
-        'weights': _short(clip.get('pretrained')) if clip else '-',
+        'CLIP': arch,
+        'weights': describe_weights(clip.get('pretrained')) if clip else '-',
         'attention': model.get('attention', '-'),
         'attention layers': model.get('attention_layers', '-'),
         'upsampler': upsampler or 'none',
         'cls_token_lambda': model.get('cls_token_lambda', '-'),
+        'prob_thd': model.get('prob_thd', '-'),
+        'bg_idx': model.get('bg_idx', '-'),
+        'logit_scale': model.get('logit_scale', '-'),
+        'slide': f'{crop}/{model.get("slide_stride")}' if crop else 'whole image',
+        'templates': _templates(model.get('prompt_templates')),
+        'precision': model.get('precision', 'fp32'),
+        'data_root': osp.abspath(resolve_data_root(data_root)),
     }

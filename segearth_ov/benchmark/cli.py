@@ -5,29 +5,43 @@ import argparse
 import glob
 import os.path as osp
 import sys
-import traceback
 from typing import List, Optional
 
 from mmengine.config import Config, DictAction
 from mmengine.dist import is_main_process
 
+from ..errors import DEBUG_ENV, USER_ERRORS, report
 from .catalog import GROUPS, config_name, in_group, model_settings
 from .results import STATUS_MISSING, STATUS_OK, ResultsBook
-from .run import (LAUNCHERS, check_data, evaluate, init_distributed, load_config,
+from .run import (LAUNCHERS, check_data, evaluate, failed_row, init_distributed, load_config,
                   results_row, world_size_note)
 
 DEFAULT_RESULTS = 'results.xlsx'
 
 
+class ConfigOptions(DictAction):
+    """mmseg's ``--cfg-options KEY=VALUE``, with a usage error (not a traceback) for an
+    item without ``=``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        bad = [value for value in values if '=' not in value]
+        if bad:
+            parser.error(f'{option_string} takes KEY=VALUE items, got {bad[0]!r}')
+        super().__call__(parser, namespace, values, option_string)
+
+
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
-                        metavar='KEY=VALUE', help='override config entries, as in mmseg')
+    parser.add_argument('--cfg-options', nargs='+', action=ConfigOptions, default={},
+                        metavar='KEY=VALUE', help='override config entries, as in mmseg; a '
+                                                  'key that names no setting is refused')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none',
                         help='multi-process launcher (dist_test.sh uses pytorch); on a '
                              'machine without CUDA pytorch runs with gloo')
     parser.add_argument('--results', default=DEFAULT_RESULTS,
                         help=f'results workbook (default {DEFAULT_RESULTS}; a markdown copy '
-                             f'is written beside it)')
+                             f'is written beside it; concurrent runs may share it)')
+    parser.add_argument('--debug', action='store_true',
+                        help=f'show tracebacks of errors (or set {DEBUG_ENV}=1)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
                         help=argparse.SUPPRESS)
 
@@ -38,6 +52,16 @@ def _print_row(row: dict) -> None:
     paper = f' (paper {row["paper mIoU"]}, {row["mIoU - paper"]:+.2f})' \
         if row.get('paper mIoU') is not None else ''
     print(f'{row["config"]}: {row["status"]}; {metrics}{paper}', flush=True)
+
+
+def open_results(path: str) -> ResultsBook:
+    """The workbook, checked before anything is evaluated; an unreadable one is set aside
+    (by the main process) and reported."""
+    book, aside = ResultsBook.open(path, set_aside_corrupt=is_main_process())
+    if aside is not None:
+        print(f'warning: {path} could not be read; it was kept as {aside} and a new workbook '
+              f'is started', file=sys.stderr, flush=True)
+    return book
 
 
 def eval_main(argv: Optional[List[str]] = None) -> int:
@@ -53,20 +77,20 @@ def eval_main(argv: Optional[List[str]] = None) -> int:
     try:
         cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher,
                           args.show_dir)
-    except FileNotFoundError as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 2
-    init_distributed(args.launcher)
-    try:
+        book = open_results(args.results)
+        init_distributed(args.launcher)
         result = evaluate(cfg)
-    except FileNotFoundError as error:  # data or weights: the message says what to do
-        print(f'error: {error}', file=sys.stderr)
+    except USER_ERRORS as error:  # data, weights, options: the message says what to do
+        report(error, args.debug)
         return 2
     if is_main_process():
         row = results_row(args.config, cfg, result)
-        book = ResultsBook(args.results)
-        book.upsert(row, result.per_class)
-        book.save()
+        try:
+            book.commit(row, result.per_class)
+        except USER_ERRORS as error:
+            report(error, args.debug)
+            print(f'the result was not stored: {row}', file=sys.stderr)
+            return 1
         _print_row(row)
         print(f'{result.images} images in {result.seconds:.1f} s ({world_size_note()}); '
               f'row stored in {args.results} and {book.markdown_path}')
@@ -86,9 +110,15 @@ def _select(config_dir: str, only: Optional[List[str]], group: Optional[str]) ->
                              f'{[config_name(p) for p in paths]}')
         paths = [path for path in paths if config_name(path) in wanted]
     if group:
-        paths = [path for path in paths
-                 if in_group(config_name(path), Config.fromfile(path), group)]
+        paths = [path for path in paths if _in_group(path, group)]
     return paths
+
+
+def _in_group(path: str, group: str) -> bool:
+    try:
+        return in_group(config_name(path), Config.fromfile(path), group)
+    except Exception:  # a broken config is kept, to be reported as a failed row
+        return True
 
 
 def eval_all_main(argv: Optional[List[str]] = None) -> int:
@@ -96,7 +126,7 @@ def eval_all_main(argv: Optional[List[str]] = None) -> int:
         description='Evaluate every benchmark config. The workbook is saved after each '
                     'config; a re-run skips configs whose row exists for the same model '
                     'settings (use --force to recompute). Missing data gives a '
-                    '"missing data" row and the run goes on.')
+                    '"missing data" row, a broken config a "failed" row, and the run goes on.')
     parser.add_argument('--only', nargs='+', metavar='NAME',
                         help='configs to run, e.g. potsdam cfg_loveda')
     parser.add_argument('--group', choices=GROUPS)
@@ -108,18 +138,26 @@ def eval_all_main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         paths = _select(args.config_dir, args.only, args.group)
-    except (FileNotFoundError, ValueError) as error:
-        print(f'error: {error}', file=sys.stderr)
+        book = open_results(args.results)  # every rank decides from it, so all agree
+        init_distributed(args.launcher)
+    except USER_ERRORS as error:
+        report(error, args.debug)
         return 2
-    init_distributed(args.launcher)
     main = is_main_process()
-    # every rank decides from the workbook as it was at the start, so all agree
-    book = ResultsBook(args.results)
     failures = 0
     for index, path in enumerate(paths, 1):
         name = config_name(path)
-        cfg = load_config(path, args.cfg_options, osp.join(args.work_dir, name), args.launcher)
-        done = book.find(dict(config=name, **model_settings(cfg)))
+        try:
+            cfg = load_config(path, args.cfg_options, osp.join(args.work_dir, name),
+                              args.launcher)
+            settings = model_settings(cfg)
+        except Exception as error:  # a config that does not load is a failed row
+            failures += 1
+            if main:
+                report(error, args.debug, prefix=f'[{index}/{len(paths)}] {name}: failed')
+                _store(book, failed_row(path, error), None)
+            continue
+        done = book.find(dict(config=name, **settings))
         if done and done.get('status') == STATUS_OK and not args.force:
             if main:
                 print(f'[{index}/{len(paths)}] {name}: done on {done.get("date")}, skipped '
@@ -140,13 +178,23 @@ def eval_all_main(argv: Optional[List[str]] = None) -> int:
                 failures += 1
                 row, per_class = results_row(path, cfg, status=f'failed: {error}'), None
                 if main:
-                    traceback.print_exc()
+                    report(error, args.debug, prefix=f'  {name} failed')
             else:
                 row, per_class = results_row(path, cfg, result), result.per_class
         if main:
-            book.upsert(row, per_class)
-            book.save()
+            if not _store(book, row, per_class):
+                failures += 1
             _print_row(row)
     if main:
         print(f'results: {args.results} and {book.markdown_path}')
     return 1 if failures else 0
+
+
+def _store(book: ResultsBook, row: dict, per_class) -> bool:
+    try:
+        book.commit(row, per_class)
+        return True
+    except USER_ERRORS as error:
+        report(error)
+        print(f'the result was not stored: {row}', file=sys.stderr)
+        return False

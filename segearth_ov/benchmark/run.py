@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import datetime
+import difflib
+import inspect
 import itertools
 import os.path as osp
 import subprocess
@@ -15,6 +17,7 @@ from mmengine.config import Config
 from mmengine.dist import get_dist_info
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
+from mmseg.registry import MODELS
 
 from ..engine.metrics import PER_CLASS_PREFIX
 from .catalog import PAPER_MIOU, benchmark_task, config_name, model_settings
@@ -36,11 +39,13 @@ def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optiona
                 launcher: str = 'none', show_dir: Optional[str] = None) -> Config:
     """The config as ``tools/eval.py`` runs it: options merged, work dir set (default
     ``work_dirs/<config name>``), the inference wrapper for multi-process runs, and the
-    prediction-saving hook for ``show_dir``."""
+    prediction-saving hook for ``show_dir``. An option key that names no setting is
+    refused (:func:`check_options`)."""
     if not osp.isfile(path):
         raise FileNotFoundError(f'config {path} not found')
     cfg = Config.fromfile(path)
     if cfg_options:
+        check_options(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
     cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join('work_dirs', config_name(path))
     cfg.launcher = launcher
@@ -55,6 +60,31 @@ def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optiona
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
             dict(type='SavePredictionsHook', out_dir=show_dir)]
     return cfg
+
+
+def check_options(cfg: Config, options: dict) -> None:
+    """Refuse a ``--cfg-options`` key that names nothing: not in the config, and (under
+    ``model.``) not an argument of the model class. Suggests the closest keys."""
+    model_cls = MODELS.get(cfg.model.get('type')) if 'model' in cfg else None
+    arguments = list(inspect.signature(model_cls).parameters) if model_cls else []
+    for key in options:
+        parts, node = key.split('.'), cfg.to_dict()
+        for depth, part in enumerate(parts):
+            model_level = depth == 1 and parts[0] == 'model'
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif model_level and part in arguments:
+                break
+            else:
+                known = (list(node) if isinstance(node, dict) else []) + \
+                    (arguments if model_level else [])
+                close = difflib.get_close_matches(part, known, n=3)
+                hint = '; did you mean ' + ', '.join(
+                    '.'.join(parts[:depth] + [c]) for c in close) + '?' if close else ''
+                raise ValueError(f'--cfg-options: {key!r} names no setting of the config '
+                                 f'({".".join(parts[:depth + 1])} does not exist){hint}')
 
 
 def init_distributed(launcher: str) -> None:
@@ -114,6 +144,14 @@ def results_row(config_path: str, cfg: Config, result: Optional[EvalResult] = No
             row.update({'paper mIoU': paper,
                         'mIoU - paper': round(float(row['mIoU']) - paper, 2)})
     return row
+
+
+def failed_row(config_path: str, error: BaseException) -> dict:
+    """The row of a config that does not even load."""
+    message = ' '.join(str(error).split())[:300]
+    return dict(config=config_name(config_path), status=f'failed: {type(error).__name__}: '
+                f'{message}', date=datetime.datetime.now().strftime('%Y-%m-%d %H:%M'),
+                **{'git commit': git_commit()})
 
 
 def world_size_note() -> str:

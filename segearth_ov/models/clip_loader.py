@@ -185,10 +185,11 @@ def build_clip(arch: str, pretrained: Optional[str] = 'openai',
         try:
             model = open_clip.create_model(name, pretrained=pretrained, cache_dir=cache_dir,
                                            force_quick_gelu=quick)
-        except Exception as err:
-            raise RuntimeError(f'cannot load CLIP weights {arch}/{pretrained} '
-                               f'({type(err).__name__}: {err}). '
-                               f'{_cache_hint(name, pretrained, cache_dir)}') from err
+        except Exception as err:  # offline, not cached, or a broken cache: say what to do
+            raise FileNotFoundError(
+                f'CLIP weights {arch}/{pretrained} are not available here. '
+                f'{_cache_hint(name, pretrained, cache_dir)} (open_clip said: '
+                f'{type(err).__name__}: {str(err)[:300]})') from err
     model.eval().requires_grad_(False)
     return model, open_clip.get_tokenizer(arch)
 

@@ -232,9 +232,12 @@ class Trainer:
             raise FileNotFoundError(f'training state {path} not found (it is written as '
                                     f'{STATE_FILE} in the work dir at every checkpoint)')
         try:
-            state = torch.load(path, map_location='cpu', weights_only=False)
+            # weights_only: tensors, numbers, strings and containers only, so a crafted file
+            # cannot run code (the state holds nothing else: see save())
+            state = torch.load(path, map_location='cpu', weights_only=True)
         except Exception as error:
-            raise ValueError(f'cannot read training state {path}: {error}') from error
+            raise ValueError(f'cannot read training state {path} (truncated, or not a state '
+                             f'this tool wrote): {type(error).__name__}: {error}') from error
         if state.get('world', 1) != self.world:
             raise ValueError(f'{path} was written by {state["world"]} processes; resume it with '
                              f'the same number (now {self.world})')
