@@ -59,7 +59,7 @@ def run(mode: str, args) -> dict:
     seg.probabilities(np.zeros((1, 224, 224, 3), np.uint8))  # text embeddings, warm-up
     start = time.perf_counter()
     if mode == 'tiled':
-        summary = seg.predict_file(args.scene, args.out, progress=False)
+        summary = seg.predict_file(args.scene, args.out, progress=False, overwrite=True)
         tiles = summary['tiles']
     else:
         import rasterio

@@ -30,6 +30,18 @@ def stale_temporaries(path) -> list:
     return sorted(path.parent.glob(f'.{glob.escape(path.name)}.*{TEMP_SUFFIX}'))
 
 
+def writable_folder(folder) -> Path:
+    """Create ``folder`` if needed; ``PermissionError`` naming it when it cannot be written."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PermissionError(f'output folder {folder} cannot be created: {error}') from error
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f'output folder {folder} is not writable')
+    return folder
+
+
 def default_file_mode() -> int:
     """``0o666`` less the process umask (read without changing it where Linux allows)."""
     try:

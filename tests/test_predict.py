@@ -197,7 +197,7 @@ def test_geotiff_keeps_georeferencing_and_areas_add_up(segmenter, tmp_path):
     write_geotiff(tmp_path / 'scene.tif', smooth_scene(200, 300))
     summary = segmenter.predict_file(tmp_path / 'scene.tif', tmp_path / 'out', progress=False)
     with rasterio.open(tmp_path / 'scene.tif') as src, \
-            rasterio.open(tmp_path / 'out' / 'scene_labels.tif') as out:
+            rasterio.open(tmp_path / 'out' / 'scene.tif.labels.tif') as out:
         assert out.crs == src.crs and out.transform == src.transform
         assert (out.width, out.height, out.count, out.dtypes[0]) == (300, 200, 1, 'uint8')
         labels = out.read(1)
@@ -205,20 +205,20 @@ def test_geotiff_keeps_georeferencing_and_areas_add_up(segmenter, tmp_path):
     for index, colour in enumerate(segmenter.palette):
         assert colours[index][:3] == tuple(int(c) for c in colour)
     counts = np.bincount(labels.ravel(), minlength=4)
-    on_disk = json.loads((tmp_path / 'out' / 'scene.json').read_text())
+    on_disk = json.loads((tmp_path / 'out' / 'scene.tif.json').read_text())
     assert on_disk == summary
     assert [c['pixels'] for c in summary['classes']] == counts.tolist()
     assert [c['area_m2'] for c in summary['classes']] == [n * 0.25 for n in counts]
     assert summary['crs'] == 'EPSG:32632' and summary['tiles'] == len(tile_grid(200, 300, 128,
                                                                                  32))
-    assert (tmp_path / 'out' / 'scene_overlay.png').stat().st_size > 0
+    assert (tmp_path / 'out' / 'scene.tif.overlay.png').stat().st_size > 0
 
 
 def test_plain_png_gives_png_labels_without_areas(segmenter, tmp_path):
     from PIL import Image
     Image.fromarray(smooth_scene(60, 80).transpose(1, 2, 0)).save(tmp_path / 'photo.png')
     summary = segmenter.predict_file(tmp_path / 'photo.png', tmp_path, progress=False)
-    labels = np.asarray(Image.open(tmp_path / 'photo_labels.png'))
+    labels = np.asarray(Image.open(tmp_path / 'photo.png.labels.png'))
     assert labels.shape == (60, 80)
     assert summary['crs'] is None and summary['classes'][0]['area_m2'] is None
     assert sum(c['pixels'] for c in summary['classes']) == 60 * 80
@@ -227,7 +227,7 @@ def test_plain_png_gives_png_labels_without_areas(segmenter, tmp_path):
 def test_real_openearthmap_tile_keeps_georeferencing(segmenter, tmp_path):
     source = shared_path('rs_samples', 'unlabeled', 'oem_koeln_50.tif')
     segmenter.predict_file(source, tmp_path, progress=False)
-    with rasterio.open(source) as src, rasterio.open(tmp_path / 'oem_koeln_50_labels.tif') as out:
+    with rasterio.open(source) as src, rasterio.open(tmp_path / 'oem_koeln_50.tif.labels.tif') as out:
         assert (out.crs, out.transform, out.shape) == (src.crs, src.transform, src.shape)
 
 
@@ -330,8 +330,8 @@ def test_cli_errors_keep_other_outputs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1
     assert 'missing.tif not found' in err and 'cannot read' in err and 'corrupt.tif' in err
-    assert sorted(p.name for p in out.iterdir()) == ['good.json', 'good_labels.tif',
-                                                     'good_overlay.png']
+    assert sorted(p.name for p in out.iterdir()) == ['good.tif.json', 'good.tif.labels.tif',
+                                                     'good.tif.overlay.png']
 
 
 @pytest.mark.parametrize('extra,message', [

@@ -3,9 +3,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
+
+from ..errors import DEBUG_ENV, USER_ERRORS, report
+from ..fileio import writable_folder
 
 IMAGE_SUFFIXES = ('.tif', '.tiff', '.png', '.jpg', '.jpeg', '.jp2', '.img', '.vrt')
 
@@ -18,21 +23,41 @@ def _bands(text: str) -> List[int]:
                                          f'{text!r}') from None
 
 
-def expand_inputs(inputs: List[str]) -> List[Path]:
-    """Files as given, folders expanded (recursively) to their image files, sorted."""
-    paths: List[Path] = []
+def _finite_positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f'expected a positive finite number, got {text!r}')
+    return value
+
+
+def expand_inputs(inputs: List[str], out: Path) -> List[Tuple[Path, Path]]:
+    """``(file, relative path)`` for every input: files as given, folders expanded
+    (recursively) to their image files. Files inside ``out`` (earlier outputs) are never
+    inputs. Relative paths are taken from the inputs' common folder, so two inputs of one
+    name in different folders keep apart under ``--out``."""
+    out = out.resolve()
+    files: List[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             found = sorted(p for p in path.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES
-                           and p.is_file())
+                           and p.is_file() and not p.resolve().is_relative_to(out))
             if not found:
                 raise FileNotFoundError(f'folder {path} holds no image files '
-                                        f'({", ".join(IMAGE_SUFFIXES)})')
-            paths += found
+                                        f'({", ".join(IMAGE_SUFFIXES)}) outside --out')
+            files += found
+        elif path.resolve().is_relative_to(out):
+            raise ValueError(f'input {path} is inside the output folder {out}; outputs are '
+                             f'never read as inputs')
         else:
-            paths.append(path)  # a missing file is reported with its own error later
-    return paths
+            files.append(path)  # a missing file is reported with its own error later
+    files = list(dict.fromkeys(files))
+    resolved = [f.resolve() for f in files]
+    common = Path(os.path.commonpath([str(r.parent) for r in resolved])) if resolved else None
+    return [(f, r.relative_to(common)) for f, r in zip(files, resolved)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument('--tile', type=int, default=1024, help='tile side in input pixels')
     predict.add_argument('--overlap', type=int, default=128,
                          help='tile overlap; probabilities are blended across it')
-    predict.add_argument('--scale', type=float, default=1.0,
+    predict.add_argument('--scale', type=_finite_positive, default=1.0,
                          help='resample the scene by this factor for the model (e.g. 0.5 '
                               'for 0.15 m imagery to work at 0.3 m); outputs keep the input grid')
     predict.add_argument('--bands', type=_bands, help='1-based bands in R,G,B order, e.g. '
@@ -74,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument('--batch-size', type=int, default=4, help='tiles per forward pass')
     predict.add_argument('--prob-thd', type=float, help='background threshold (class 0)')
     predict.add_argument('--quiet', action='store_true', help='no progress bars')
+    predict.add_argument('--overwrite', action='store_true',
+                         help='recompute inputs whose outputs exist (by default a rerun with '
+                              'the same settings skips them, and other settings are refused)')
+    predict.add_argument('--debug', action='store_true',
+                         help=f'show tracebacks of errors (or set {DEBUG_ENV}=1)')
 
     download = commands.add_parser(
         'download-weights', help='fetch CLIP and the SimFeatUp checkpoint (network needed)')
@@ -90,36 +120,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _predict(args) -> int:
     from .inference import OpenVocabSegmenter, parse_classes, read_names_file
+    out = Path(args.out)
     try:
         classes = read_names_file(args.names) if args.names else parse_classes(args.classes)
-        inputs = expand_inputs(args.inputs)
-        out = Path(args.out)
-        from .inference import _check_writable
-        _check_writable(out)
+        writable_folder(out)
+        inputs = expand_inputs(args.inputs, out)
+        from .scenes import check_tiling
+        check_tiling(args.tile, args.overlap, args.scale, args.batch_size)
         options = {} if args.prob_thd is None else dict(prob_thd=args.prob_thd)
         segmenter = OpenVocabSegmenter(
             classes, config=args.config, clip=args.clip, pretrained=args.pretrained,
             upsampler=args.upsampler, upsampler_checkpoint=args.upsampler_checkpoint,
             device=args.device, batch_size=args.batch_size, tile=args.tile,
             overlap=args.overlap, scale=args.scale, bands=args.bands, **options)
-    except (FileNotFoundError, ValueError, PermissionError) as error:
-        print(f'error: {error}', file=sys.stderr)
+    except USER_ERRORS as error:
+        report(error, args.debug)
         return 2
-    failed = []
-    for path in inputs:
+    failed, skipped = 0, 0
+    for path, relative in inputs:
         try:
-            summary = segmenter.predict_file(path, out, progress=not args.quiet)
-        except (FileNotFoundError, ValueError, PermissionError) as error:
-            failed.append(path)
-            print(f'error: {path}: {error}', file=sys.stderr)
+            summary = segmenter.predict_file(path, out / relative.parent,
+                                             progress=not args.quiet, name=relative.name,
+                                             overwrite=args.overwrite)
+        except Exception as error:  # one bad input must not cost the others their results
+            failed += 1
+            report(error, args.debug, prefix=f'error: {path}')
+            continue
+        if summary.get('skipped'):
+            skipped += 1
+            print(f'{path}: done earlier with the same settings -> {summary["labels"]} '
+                  f'(--overwrite recomputes)')
             continue
         top = sorted(summary['classes'], key=lambda c: -c['pixels'])[:3]
         shares = ', '.join(f'{c["name"]} {100 * c["fraction"]:.1f}%' for c in top)
         print(f'{path}: {summary["width"]}x{summary["height"]}, {summary["tiles"]} tiles in '
               f'{summary["seconds"]:.1f} s -> {summary["labels"]} ({shares})')
+    if skipped:
+        print(f'{skipped} of {len(inputs)} inputs were already done')
     if failed:
-        print(f'{len(failed)} of {len(inputs)} inputs failed; the outputs of the others are '
-              f'in {out}', file=sys.stderr)
+        print(f'{failed} of {len(inputs)} inputs failed; the outputs of the others are in '
+              f'{out}', file=sys.stderr)
         return 1
     return 0
 

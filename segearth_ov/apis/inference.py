@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
@@ -11,10 +10,11 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ..fileio import atomic_path
+from ..fileio import atomic_path, stale_temporaries, writable_folder
 from ..models.postprocess import threshold_to_background
-from .scenes import (ArrayScene, LabelWriter, RasterScene, blended_probabilities,
-                     raster_session, read_labels_preview, tile_grid)
+from ..models.text import read_name_lines
+from .scenes import (ArrayScene, LabelWriter, RasterScene, blended_probabilities, check_tiling,
+                     label_dtype, nodata_label, raster_session, read_labels_preview, tile_grid)
 from .visualize import class_palette, overlay_with_legend
 from .weights import SIMFEATUP, resolve_clip
 
@@ -50,10 +50,8 @@ def parse_classes(classes: Union[str, Sequence[str]]) -> List[str]:
 
 
 def read_names_file(path) -> List[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'class-name file {path} not found')
-    return parse_classes([line for line in path.read_text().splitlines() if line.strip()])
+    """Class lines of a names file (the model's reader: UTF-8, no blank line inside)."""
+    return parse_classes(read_name_lines(path))
 
 
 def _model_options_from_config(config) -> dict:
@@ -91,6 +89,10 @@ class OpenVocabSegmenter:
                  batch_size: int = 4, tile: int = 1024, overlap: int = 128, scale: float = 1.0,
                  bands: Optional[Sequence[int]] = None, **model_options):
         from ..models import SegEarthOV
+        check_tiling(tile, overlap, scale, batch_size)  # before anything heavy is built
+        if device == 'cuda' and not torch.cuda.is_available():
+            raise ValueError('--device cuda: torch sees no CUDA device here (a CPU-only '
+                             'machine, or a driver problem); use --device cpu')
         self.class_lines = parse_classes(classes)
         self.class_names = [line.split(',')[0] for line in self.class_lines]
         options = _model_options_from_config(config) if config else {}
@@ -107,13 +109,17 @@ class OpenVocabSegmenter:
         options['upsampler'] = self._upsampler(upsampler, upsampler_checkpoint,
                                                clip_cfg['arch'], options.get('upsampler'))
         self.device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-        if batch_size < 1:
-            raise ValueError(f'batch_size must be >= 1, got {batch_size}')
         self.batch_size, self.tile, self.overlap, self.scale = batch_size, tile, overlap, scale
         self.bands = list(bands) if bands else None
         self.model = SegEarthOV(clip=clip_cfg, classes=self.class_lines, **options
                                 ).to(self.device).eval()
         self.palette = class_palette(len(self.class_lines))
+        self.nodata = nodata_label(self.num_classes)
+        # what a finished output was computed with: a rerun with equal settings skips it
+        self.settings = json.loads(json.dumps(dict(
+            classes=self.class_lines, clip=clip_cfg['arch'], weights=self.weights_source,
+            model=options, tile=tile, overlap=overlap, scale=scale, bands=self.bands),
+            default=str))
 
     @staticmethod
     def _upsampler(choice: str, checkpoint: Optional[str], arch: str, from_config):
@@ -152,41 +158,96 @@ class OpenVocabSegmenter:
         return np.stack([s.seg_logits.data.float().cpu().numpy() for s in samples])
 
     def labels_from_probabilities(self, probs: np.ndarray) -> np.ndarray:
-        """``[C, h, w]`` -> ``[h, w]`` uint8, with the model's background threshold."""
+        """``[C, h, w]`` -> ``[h, w]`` class indices (uint8, or uint16 beyond 255 classes),
+        with the model's background threshold."""
         labels = threshold_to_background(torch.from_numpy(probs), self.model.prob_thd,
                                          self.model.bg_idx)
-        return labels.numpy().astype(np.uint8)
+        return labels.numpy().astype(label_dtype(self.num_classes))
+
+    def _window_labels(self, scene, window, probs: np.ndarray) -> np.ndarray:
+        """Labels of one blended window, no-data pixels set to :attr:`nodata`."""
+        labels = self.labels_from_probabilities(probs)
+        labels[~scene.valid(window)] = self.nodata
+        return labels
 
     # ------------------------------------------------------------------------- arrays
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        """Label map ``[H, W]`` (uint8 class indices) of an image ``[H, W]`` or
-        ``[H, W, C]`` (RGB order; other dtypes are stretched to 8 bit), tiled when larger
-        than ``tile``."""
+        """Label map ``[H, W]`` of an image ``[H, W]`` or ``[H, W, C]`` (RGB order; other
+        dtypes are stretched to 8 bit), tiled when larger than ``tile``. uint8 class
+        indices (uint16 beyond 255 classes); NaN or infinite pixels get :attr:`nodata`."""
         scene = ArrayScene(image, self.bands)
-        labels = np.zeros((scene.height, scene.width), np.uint8)
-        for (y1, y2, x1, x2), probs in blended_probabilities(
+        labels = np.zeros((scene.height, scene.width), label_dtype(self.num_classes))
+        for window, probs in blended_probabilities(
                 scene, self.probabilities, self.tile, self.overlap, self.scale,
                 self.batch_size):
-            labels[y1:y2, x1:x2] = self.labels_from_probabilities(probs)
+            y1, y2, x1, x2 = window
+            labels[y1:y2, x1:x2] = self._window_labels(scene, window, probs)
         return labels
 
     # -------------------------------------------------------------------------- files
-    def predict_file(self, path, out_dir, progress: bool = True,
-                     overlay_side: int = 2048) -> dict:
-        """Segment one image file of any size; writes ``<stem>_labels.tif`` (GeoTIFF with
-        the input's georeferencing and a colour table) or ``<stem>_labels.png``,
-        ``<stem>_overlay.png`` (at most ``overlay_side`` pixels on the long side, with a
-        legend) and ``<stem>.json`` (class areas). Returns the JSON summary."""
+    @staticmethod
+    def output_paths(out_dir, name: str) -> Dict[str, Path]:
+        """Where the outputs of an input named ``name`` (a file name with its suffix, so
+        ``t.png`` and ``t.tif`` do not collide) go: ``<name>.labels.tif`` (georeferenced
+        inputs) or ``<name>.labels.png``, ``<name>.overlay.png`` and ``<name>.json``."""
         out_dir = Path(out_dir)
-        _check_writable(out_dir)
-        with raster_session():
-            return self._predict_file(Path(path), out_dir, progress, overlay_side)
+        return dict(labels_tif=out_dir / f'{name}.labels.tif',
+                    labels_png=out_dir / f'{name}.labels.png',
+                    overlay=out_dir / f'{name}.overlay.png', json=out_dir / f'{name}.json')
 
-    def _predict_file(self, path: Path, out_dir: Path, progress: bool, overlay_side: int):
+    def finished(self, out_dir, name: str) -> Optional[dict]:
+        """The summary of a finished output computed with this segmenter's settings, or
+        None when there is none (or only a killed run's leftovers). Raises
+        ``FileExistsError`` for a finished output with other settings."""
+        path = self.output_paths(out_dir, name)['json']
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if summary.get('settings') != self.settings:
+            raise FileExistsError(f'{path} holds a result computed with other settings; pass '
+                                  f'--overwrite (overwrite=True) to replace it, or choose '
+                                  f'another output folder')
+        outputs = [summary.get('labels'), summary.get('overlay')]
+        return summary if all(p and Path(p).is_file() for p in outputs) else None
+
+    def predict_file(self, path, out_dir, progress: bool = True, overlay_side: int = 2048,
+                     name: Optional[str] = None, overwrite: bool = False) -> dict:
+        """Segment one image file of any size into :meth:`output_paths` (``name`` defaults
+        to the file's name): the label map (GeoTIFF with the input's georeferencing, a colour
+        table and the no-data label, or PNG), an overlay (at most ``overlay_side`` pixels on
+        the long side, with a legend) and the JSON summary of class areas, written last.
+
+        A finished output with the same settings is returned as it is (``skipped`` set)
+        unless ``overwrite``; one with other settings is refused. If the run fails, the
+        outputs it started are removed. Returns the JSON summary.
+        """
+        path, out_dir = Path(path), Path(out_dir)
+        name = name or path.name
+        writable_folder(out_dir)
+        if not overwrite:
+            done = self.finished(out_dir, name)
+            if done is not None:
+                return dict(done, skipped=True)
+        outputs = self.output_paths(out_dir, name)
+        for output in outputs.values():
+            for stale in stale_temporaries(output):  # a killed run's half-written files
+                stale.unlink()
+        try:
+            with raster_session():
+                return self._predict_file(path, outputs, progress, overlay_side)
+        except BaseException:
+            for key in ('labels_tif', 'labels_png', 'overlay'):
+                outputs[key].unlink(missing_ok=True)
+            raise
+
+    def _predict_file(self, path: Path, outputs: Dict[str, Path], progress: bool,
+                      overlay_side: int):
         from tqdm import tqdm
         scene = RasterScene(path, self.bands)
         try:
-            label_path = out_dir / f'{path.stem}_labels{".tif" if scene.georeferenced else ".png"}'
+            label_path = outputs['labels_tif' if scene.georeferenced else 'labels_png']
+            outputs['json'].unlink(missing_ok=True)  # replaced: stale until rewritten
             writer = LabelWriter(label_path, scene, self.palette)
             count = len(tile_grid(scene.height, scene.width, self.tile, self.overlap))
             start = time.perf_counter()
@@ -195,19 +256,18 @@ class OpenVocabSegmenter:
                     for window, probs in blended_probabilities(
                             scene, self.probabilities, self.tile, self.overlap, self.scale,
                             self.batch_size, bar.update):
-                        writer.write(window, self.labels_from_probabilities(probs))
+                        writer.write(window, self._window_labels(scene, window, probs))
                     writer.close()
                 except BaseException:
                     writer.abort()
                     raise
             seconds = time.perf_counter() - start
-            overlay_path = out_dir / f'{path.stem}_overlay.png'
-            self._overlay(scene, label_path, overlay_path, overlay_side)
-            summary = self._summary(path, scene, label_path, overlay_path, writer.counts, count,
-                                    seconds)
+            self._overlay(scene, label_path, outputs['overlay'], overlay_side)
+            summary = self._summary(path, scene, label_path, outputs['overlay'], writer.counts,
+                                    count, seconds)
         finally:
             scene.close()
-        with atomic_path(out_dir / f'{path.stem}.json') as tmp:
+        with atomic_path(outputs['json']) as tmp:
             tmp.write_text(json.dumps(summary, indent=2))
         return summary
 
@@ -218,7 +278,8 @@ class OpenVocabSegmenter:
         labels = read_labels_preview(label_path, shape)
         image = overlay_with_legend(rgb, labels, self.class_names, self.palette,
                                     title='SegEarth-OV' + ('' if self.weights_source
-                                                           else ' - RANDOM WEIGHTS'))
+                                                           else ' - RANDOM WEIGHTS'),
+                                    nodata=self.nodata)
         with atomic_path(overlay_path) as tmp:
             image.save(tmp, format='PNG')
 
@@ -239,13 +300,5 @@ class OpenVocabSegmenter:
             bands=scene.bands, stretched=scene.limits is not None, tile=self.tile,
             overlap=self.overlap, scale=self.scale, tiles=tiles,
             seconds=round(seconds, 3), clip_weights=self.weights_source or 'RANDOM',
-            classes=classes)
-
-
-def _check_writable(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise PermissionError(f'output folder {out_dir} cannot be created: {error}') from error
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise PermissionError(f'output folder {out_dir} is not writable')
+            nodata_label=self.nodata, nodata_pixels=scene.width * scene.height - total,
+            classes=classes, settings=self.settings)

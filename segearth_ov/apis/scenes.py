@@ -9,7 +9,6 @@ tile (at most one tile row plus an ``overlap``-high strip of the scene width).
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..fileio import temporary_beside
+from ..fileio import publish, temporary_beside
 from ..models.sliding import window_spans
 
 Window = Tuple[int, int, int, int]  # (y1, y2, x1, x2)
@@ -81,6 +80,19 @@ def to_uint8(array: np.ndarray, limits: Optional[List[Tuple[float, float]]]) -> 
     return np.ascontiguousarray(array.transpose(1, 2, 0))
 
 
+# --------------------------------------------------------------------------------- labels
+def label_dtype(num_classes: int) -> np.dtype:
+    """uint8 for up to 255 classes, uint16 beyond: the largest value is the no-data label."""
+    if num_classes > 65535:
+        raise ValueError(f'{num_classes} classes do not fit a uint16 label map (65535 at most)')
+    return np.dtype(np.uint8 if num_classes <= 255 else np.uint16)
+
+
+def nodata_label(num_classes: int) -> int:
+    """The label of no-data pixels: 255 (uint8 maps) or 65535 (uint16 maps)."""
+    return int(np.iinfo(label_dtype(num_classes)).max)
+
+
 # --------------------------------------------------------------------------------- scenes
 def raster_session():
     """The rasterio environment for scene I/O: a block cache bounded by
@@ -108,11 +120,20 @@ class RasterScene:
         ds = self.dataset
         alpha = [i + 1 for i, c in enumerate(ds.colorinterp) if c == ColorInterp.alpha]
         self.bands = choose_bands(ds.count, bands, alpha, str(self.path))
+        # a palette image (P-mode PNG, paletted GeoTIFF) holds indices: read its colours
+        self.lut = None
+        if not bands and len(self.bands) == 1 and ds.colorinterp[self.bands[0] - 1] == \
+                ColorInterp.palette:
+            colours = ds.colormap(self.bands[0])
+            self.lut = np.zeros((max(colours) + 1, 3), np.uint8)
+            for index, colour in colours.items():
+                self.lut[index] = colour[:3]
         self.height, self.width = ds.height, ds.width
         self.crs, self.transform = ds.crs, ds.transform
         self.georeferenced = ds.crs is not None
         self.limits = None
-        if ds.dtypes[self.bands[0] - 1] != 'uint8':
+        self.floating = np.issubdtype(np.dtype(ds.dtypes[self.bands[0] - 1]), np.floating)
+        if ds.dtypes[self.bands[0] - 1] != 'uint8' and self.lut is None:
             scale = min(1.0, STATS_SIDE / max(self.height, self.width))
             shape = (len(self.bands), max(1, round(self.height * scale)),
                      max(1, round(self.width * scale)))
@@ -126,12 +147,30 @@ class RasterScene:
         from rasterio.windows import Window as RWindow
         y1, y2, x1, x2 = window
         shape = None if out_shape is None else (len(self.bands), *out_shape)
+        resampling = Resampling.nearest if self.lut is not None else Resampling.bilinear
         try:
             data = self.dataset.read(self.bands, window=RWindow(x1, y1, x2 - x1, y2 - y1),
-                                     out_shape=shape, resampling=Resampling.bilinear)
+                                     out_shape=shape, resampling=resampling)
         except Exception as error:  # rasterio raises several types for a damaged file
             raise ValueError(f'cannot read window {window} of {self.path}: {error}') from error
+        if self.lut is not None:
+            data = self.lut[np.minimum(data[0], len(self.lut) - 1)].transpose(2, 0, 1)
         return to_uint8(data, self.limits)
+
+    def valid(self, window: Window) -> np.ndarray:
+        """``[h, w]`` bool: pixels with data in every band read. No data is the raster's
+        nodata value, a mask or alpha band, and (for float rasters) NaN or infinity."""
+        from rasterio.windows import Window as RWindow
+        y1, y2, x1, x2 = window
+        rwindow = RWindow(x1, y1, x2 - x1, y2 - y1)
+        try:
+            valid = (self.dataset.read_masks(self.bands, window=rwindow) > 0).all(axis=0)
+            if self.floating:
+                data = self.dataset.read(self.bands, window=rwindow)
+                valid &= np.isfinite(data).all(axis=0)
+        except Exception as error:
+            raise ValueError(f'cannot read window {window} of {self.path}: {error}') from error
+        return valid
 
     def pixel_area_m2(self) -> Optional[float]:
         """Ground area of one pixel, when the CRS is projected in metres."""
@@ -156,6 +195,9 @@ class ArrayScene:
             image = image[..., None]
         if image.ndim != 3 or min(image.shape) == 0:
             raise ValueError(f'expected an image [H, W] or [H, W, C], got shape {image.shape}')
+        if image.shape[0] in (1, 3, 4) and image.shape[2] > 4:
+            raise ValueError(f'the image has shape {image.shape}, which looks like channels '
+                             f'first [C, H, W]; pass [H, W, C] (image.transpose(1, 2, 0))')
         self.image = image
         self.bands = choose_bands(image.shape[2], bands, source='the image')
         self.height, self.width = image.shape[:2]
@@ -165,6 +207,14 @@ class ArrayScene:
             picked = image[..., [b - 1 for b in self.bands]].transpose(2, 0, 1)
             step = max(1, math.ceil(max(self.height, self.width) / STATS_SIDE))
             self.limits = stretch_limits(picked[:, ::step, ::step].astype(np.float64))
+
+    def valid(self, window: Window) -> np.ndarray:
+        """``[h, w]`` bool: pixels whose bands are all finite (NaN and infinity are no data)."""
+        y1, y2, x1, x2 = window
+        data = self.image[y1:y2, x1:x2][..., [b - 1 for b in self.bands]]
+        if not np.issubdtype(data.dtype, np.floating):
+            return np.ones(data.shape[:2], bool)
+        return np.isfinite(data).all(axis=2)
 
     def read(self, window: Window, out_shape: Optional[Tuple[int, int]] = None) -> np.ndarray:
         y1, y2, x1, x2 = window
@@ -191,12 +241,23 @@ def tile_spans(size: int, tile: int, overlap: int) -> List[Tuple[int, int]]:
     return window_spans(size, length, length - overlap)
 
 
+def check_tiling(tile: int, overlap: int, scale: float = 1.0, batch_size: int = 1) -> None:
+    """Refuse tiling arguments that cannot work, before any model is built or file opened."""
+    if tile <= 0:
+        raise ValueError(f'--tile must be positive, got {tile}')
+    if not 0 <= overlap < tile:
+        raise ValueError(f'--overlap must be in [0, tile), got {overlap} for tile {tile}')
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f'--scale must be a positive finite number, got {scale}')
+    if round(tile * scale) < 1:
+        raise ValueError(f'--scale {scale} shrinks a {tile}-pixel tile to nothing')
+    if batch_size < 1:
+        raise ValueError(f'--batch-size must be >= 1, got {batch_size}')
+
+
 def tile_grid(height: int, width: int, tile: int, overlap: int) -> List[Window]:
     """Tiles covering the scene (see :func:`tile_spans`), row by row."""
-    if tile <= 0:
-        raise ValueError(f'tile size must be positive, got {tile}')
-    if not 0 <= overlap < tile:
-        raise ValueError(f'overlap must be in [0, tile), got {overlap} for tile {tile}')
+    check_tiling(tile, overlap)
     return [(y1, y2, x1, x2) for y1, y2 in tile_spans(height, tile, overlap)
             for x1, x2 in tile_spans(width, tile, overlap)]
 
@@ -280,8 +341,7 @@ def blended_probabilities(scene, prob_fn: ProbabilityFn, tile: int, overlap: int
     """
     import torch
     import torch.nn.functional as F
-    if scale <= 0:
-        raise ValueError(f'scale must be positive, got {scale}')
+    check_tiling(tile, overlap, scale, batch_size)
     tiles = tile_grid(scene.height, scene.width, tile, overlap)
     blender = TileBlender(scene.height, scene.width, tiles, overlap)
     for start in range(0, len(tiles), batch_size):
@@ -306,34 +366,40 @@ def blended_probabilities(scene, prob_fn: ProbabilityFn, tile: int, overlap: int
 
 # ------------------------------------------------------------------------------ outputs
 class LabelWriter:
-    """A single-band uint8 label map written window by window: a tiled GeoTIFF with the
-    input's CRS, transform and a colour table when ``scene`` is georeferenced, else a PNG
-    (held in memory until ``close``). Written under a temporary name and renamed by
-    ``close``, so a failed run leaves no partial file."""
+    """A single-band label map written window by window: a tiled GeoTIFF with the input's
+    CRS, transform, a colour table and the no-data label declared when ``scene`` is
+    georeferenced, else a PNG (held in memory until ``close``). uint8 up to 255 classes,
+    uint16 beyond (:func:`label_dtype`); no-data pixels hold :func:`nodata_label` and are not
+    counted. Written under a temporary name and renamed by ``close``, so a failed run leaves
+    no partial file."""
 
     def __init__(self, path: Path, scene, palette: np.ndarray):
         self.path = Path(path)
         self.georeferenced = getattr(scene, 'georeferenced', False)
-        self.tmp = temporary_beside(self.path)
+        self.dtype = label_dtype(len(palette))
+        self.nodata = nodata_label(len(palette))
         self.counts = np.zeros(len(palette), np.int64)
+        self.tmp = temporary_beside(self.path)
         if self.georeferenced:
             import rasterio
             self.dataset = rasterio.open(
                 self.tmp, 'w', driver='GTiff', width=scene.width, height=scene.height,
-                count=1, dtype='uint8', crs=scene.crs, transform=scene.transform, tiled=True,
-                blockxsize=256, blockysize=256, compress='deflate')
+                count=1, dtype=self.dtype.name, crs=scene.crs, transform=scene.transform,
+                nodata=self.nodata, tiled=True, blockxsize=256, blockysize=256,
+                compress='deflate')
             self.dataset.write_colormap(1, {i: (*map(int, c), 255)
                                             for i, c in enumerate(palette)})
         else:
-            self.array = np.zeros((scene.height, scene.width), np.uint8)
+            self.array = np.zeros((scene.height, scene.width), self.dtype)
 
     def write(self, window: Window, labels: np.ndarray) -> None:
         y1, y2, x1, x2 = window
-        self.counts += np.bincount(labels.ravel(), minlength=len(self.counts))[:len(self.counts)]
+        labels = labels.astype(self.dtype)
+        counted = labels[labels != self.nodata]
+        self.counts += np.bincount(counted.ravel(), minlength=len(self.counts))[:len(self.counts)]
         if self.georeferenced:
             from rasterio.windows import Window as RWindow
-            self.dataset.write(labels.astype(np.uint8)[None],
-                               window=RWindow(x1, y1, x2 - x1, y2 - y1))
+            self.dataset.write(labels[None], window=RWindow(x1, y1, x2 - x1, y2 - y1))
         else:
             self.array[y1:y2, x1:x2] = labels
 
@@ -343,7 +409,7 @@ class LabelWriter:
         else:
             from PIL import Image
             Image.fromarray(self.array).save(self.tmp, format='PNG')
-        os.replace(self.tmp, self.path)
+        publish(self.tmp, self.path)
 
     def abort(self) -> None:
         if self.georeferenced and not self.dataset.closed:

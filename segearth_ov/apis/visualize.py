@@ -28,21 +28,27 @@ def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
 
 def overlay_with_legend(image: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
                         palette: Optional[np.ndarray] = None, alpha: float = 0.5,
-                        title: Optional[str] = None) -> Image.Image:
+                        title: Optional[str] = None, nodata: Optional[int] = None
+                        ) -> Image.Image:
     """Blend colour labels over an RGB image ``[H, W, 3]`` and add a legend panel.
 
-    The legend lists every class with its colour and the share of pixels it covers.
+    The legend lists every class with its colour and the share of the labelled pixels it
+    covers; pixels labelled ``nodata`` show the image unblended and are not counted.
     """
     if image.shape[:2] != labels.shape:
         raise ValueError(f'image {image.shape[:2]} and labels {labels.shape} differ in size')
     palette = class_palette(len(class_names)) if palette is None else palette
-    blend = (1 - alpha) * image.astype(np.float32) + alpha * colorize(labels, palette)
+    labelled = np.ones(labels.shape, bool) if nodata is None else labels != nodata
+    colours = colorize(np.where(labelled, labels, 0), palette)
+    weight = alpha * labelled[..., None]
+    blend = (1 - weight) * image.astype(np.float32) + weight * colours
     canvas_img = Image.fromarray(blend.clip(0, 255).astype(np.uint8))
 
     font = ImageFont.load_default()
     row, pad, swatch = 18, 10, 12
-    counts = np.bincount(labels.ravel(), minlength=len(class_names))
-    lines = [f'{name} ({100 * n / labels.size:.1f}%)' for name, n in zip(class_names, counts)]
+    counts = np.bincount(labels[labelled].ravel(), minlength=len(class_names))
+    total = max(int(labelled.sum()), 1)
+    lines = [f'{name} ({100 * n / total:.1f}%)' for name, n in zip(class_names, counts)]
     text_w = max(int(font.getlength(line)) for line in lines + [title or ''])
     legend_w = pad * 3 + swatch + text_w
     height = max(image.shape[0], pad * 2 + row * (len(lines) + (1 if title else 0)))

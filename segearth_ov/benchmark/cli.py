@@ -77,8 +77,8 @@ def eval_main(argv: Optional[List[str]] = None) -> int:
     try:
         cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher,
                           args.show_dir)
+        init_distributed(args.launcher)  # first: only the main process sets a bad book aside
         book = open_results(args.results)
-        init_distributed(args.launcher)
         result = evaluate(cfg)
     except USER_ERRORS as error:  # data, weights, options: the message says what to do
         report(error, args.debug)
@@ -138,8 +138,8 @@ def eval_all_main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         paths = _select(args.config_dir, args.only, args.group)
-        book = open_results(args.results)  # every rank decides from it, so all agree
         init_distributed(args.launcher)
+        book = open_results(args.results)  # every rank decides from it, so all agree
     except USER_ERRORS as error:
         report(error, args.debug)
         return 2

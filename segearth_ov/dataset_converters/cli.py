@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..datasets import benchmark_data_root
+from ..errors import DEBUG_ENV, USER_ERRORS, report
 from .sets import (INRIA_TEST_TILES, WBS_SI_SPLIT, convert_binary_masks, convert_inria,
                    convert_isaid, convert_isprs, convert_loveda, convert_openearthmap,
                    convert_uavid, convert_wbs_si, convert_xbd)
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                          'output folder (required)', required=default_out is None)
         sub.add_argument('--force', action='store_true',
                          help='replace existing outputs whose content differs')
+        sub.add_argument('--debug', action='store_true',
+                         help=f'show tracebacks of errors (or set {DEBUG_ENV}=1)')
         sub.set_defaults(run=run, default_out=default_out)
         return sub
 
@@ -104,11 +107,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     writer = OutputWriter(force=args.force, root=out)
     try:
         report = args.run(args, out, writer)
-    except OutputConflict as error:
-        print(f'error: {error}\n(kept: {writer.summary()} files)', file=sys.stderr)
-        return 1
-    except (OSError, ValueError) as error:  # missing or bad input, unsafe names, full disk
-        print(f'error: {error}\n(kept: {writer.summary()} files)', file=sys.stderr)
-        return 2
+    except USER_ERRORS as error:  # missing or bad input, unsafe names, conflicts, full disk
+        report(error, args.debug)
+        print(f'(kept: {writer.summary()} files)', file=sys.stderr)
+        return 1 if isinstance(error, OutputConflict) else 2
     print(f'{report}\noutput: {out}')
     return 0

@@ -121,7 +121,8 @@ class SegEarthOV(BaseSegmentor):
             # a normal (not inference-mode) tensor, so it is usable in and out of predict()
             with torch.inference_mode(False):
                 self._query_embeddings = encode_queries(
-                    self.clip, self.tokenizer, self.class_queries.queries, self.prompt_templates)
+                    self.clip, self.tokenizer, self.class_queries.queries, self.prompt_templates,
+                    progress=True)
         if self._query_embeddings.device != device:
             self._query_embeddings = self._query_embeddings.to(device)
         return self._query_embeddings

@@ -50,19 +50,28 @@ class ClassQueries:
         return cls(tuple(class_names), tuple(queries), tuple(owners))
 
 
+def read_name_lines(path) -> List[str]:
+    """The lines of a names file: UTF-8 (a byte-order mark is dropped), trailing newlines
+    ignored. Errors name the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'class-name file not found: {path}')
+    try:
+        with open(path, encoding='utf-8-sig') as f:
+            text = f.read()
+    except UnicodeDecodeError as error:
+        raise ValueError(f'class-name file {path} is not UTF-8 text ({error}); save it as '
+                         f'UTF-8') from error
+    lines = text.rstrip('\r\n').split('\n')
+    return [] if lines == [''] else [line.rstrip('\r') for line in lines]
+
+
 def read_class_names(path: str) -> ClassQueries:
     """Read a names file (one class per line, commas separate synonyms).
 
-    Trailing newlines are ignored; a blank line inside the file is an error, because it
-    would silently shift every later class index.
+    A blank line inside the file is an error, because it would silently shift every later
+    class index.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'class-name file not found: {path}')
-    with open(path, encoding='utf-8') as f:
-        lines = f.read().rstrip('\n').split('\n')
-    if lines == ['']:
-        lines = []
-    return ClassQueries.from_lines([l.rstrip('\r') for l in lines], source=path)
+    return ClassQueries.from_lines(read_name_lines(path), source=path)
 
 
 def openai_imagenet_templates() -> List[Template]:
@@ -77,15 +86,20 @@ def _fill(template: Template, name: str) -> str:
 
 @torch.no_grad()
 def encode_queries(clip_model, tokenizer, queries: Sequence[str],
-                   templates: Sequence[Template], batch_size: int = 256) -> Tensor:
+                   templates: Sequence[Template], batch_size: int = 256,
+                   progress: bool = False) -> Tensor:
     """Query embeddings ``[Q, D]``: each query in every template, each text embedding
-    L2-normalised, averaged over templates, and the mean L2-normalised again."""
+    L2-normalised, averaged over templates, and the mean L2-normalised again. With
+    ``progress``, a bar counts the prompt batches when there is more than one."""
+    from tqdm import tqdm
     if not templates:
         raise ValueError('at least one prompt template is needed')
     prompts = [_fill(t, q) for q in queries for t in templates]
     device = next(clip_model.parameters()).device
     chunks = []
-    for start in range(0, len(prompts), batch_size):
+    starts = range(0, len(prompts), batch_size)
+    for start in tqdm(starts, desc=f'text: {len(queries)} names x {len(templates)} templates',
+                      unit='batch', disable=not progress or len(starts) < 2, leave=False):
         tokens = tokenizer(prompts[start:start + batch_size]).to(device)
         chunks.append(F.normalize(clip_model.encode_text(tokens).float(), dim=-1))
     per_prompt = torch.cat(chunks).view(len(queries), len(templates), -1)
