@@ -106,10 +106,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = args.out or Path(benchmark_data_root()) / args.default_out
     writer = OutputWriter(force=args.force, root=out)
     try:
-        report = args.run(args, out, writer)
+        done = args.run(args, out, writer)
     except USER_ERRORS as error:  # missing or bad input, unsafe names, conflicts, full disk
         report(error, args.debug)
         print(f'(kept: {writer.summary()} files)', file=sys.stderr)
         return 1 if isinstance(error, OutputConflict) else 2
-    print(f'{report}\noutput: {out}')
+    print(f'{done}\noutput: {out}')
     return 0
