@@ -11,7 +11,8 @@ Each measurement runs in its own subprocess so its peak memory (RSS growth on CP
 peak allocation on GPU) is its own. A large fp32 matmul timed in the same run gives the
 machine's reference GFLOP/s. One multiply-add counts as 2 FLOP.
 
-    python benchmarks/bench_adaptive_conv.py [--device cpu|cuda] [--threads 2] [--skip-unfold-above 112]
+    python benchmarks/bench_adaptive_conv.py [--device cpu|cuda] [--threads 2]
+        [--skip-unfold-above 112]
 """
 import argparse
 import json
@@ -131,7 +132,8 @@ def main():
     print(f'adaptive_conv, C={CHANNELS}, B=1, fp32, {args.device}, {args.threads} threads; '
           f'reference fp32 matmul (4096^2, best of 8): {peak:.1f} GFLOP/s\n')
     print('| kernel | out side | G mult-adds | native s | native GFLOP/s | % of matmul | '
-          'shifted s | x vs shifted | unfold s | x vs unfold | peak MiB above inputs: native / shifted / unfold | output MiB |')
+          'shifted s | x vs shifted | unfold s | x vs unfold | '
+          'peak MiB above inputs: native / shifted / unfold | output MiB |')
     print('|---|---|---|---|---|---|---|---|---|---|---|---|')
     for name, d in (('jbu_one', 11), ('jbu_stack', 7)):
         for side in SIDES:

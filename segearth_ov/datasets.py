@@ -144,8 +144,8 @@ NEW_DATASETS: Dict[str, Tuple[tuple, dict, str]] = {
                         dict(img_suffix=RASTER, seg_map_suffix=RASTER), 'Building sets'),
     'RoadDataset': (('background', 'road'), dict(img_suffix=PHOTO), 'Road sets'),
     # WBS-SI: our converter writes PNG labels, the published ones are JPEG
-    'WaterDataset': (('background', 'water'), dict(img_suffix='.jpg', seg_map_suffix=('.png', '.jpg')),
-                     'WBS-SI'),
+    'WaterDataset': (('background', 'water'),
+                     dict(img_suffix='.jpg', seg_map_suffix=('.png', '.jpg')), 'WBS-SI'),
     # SAR (SegEarth-OV-2), suffixes as in the authors' released archives
     'OpenEarthMapSARDataset': (OEM_CLASSES, dict(img_suffix='.tif', seg_map_suffix='.tif'),
                                'OpenEarthMap-SAR'),

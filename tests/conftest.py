@@ -39,14 +39,14 @@ def _seed():
 @pytest.fixture(scope='session')
 def small_clip():
     """ViT-S-16 with random weights (same block structure as ViT-B-16, 4x cheaper)."""
-    from segearth_ov.models.clip_loader import build_clip
+    from segearth_ov.weights import build_clip
     torch.manual_seed(0)
     return build_clip('ViT-S-16', None)
 
 
 @pytest.fixture(scope='session')
 def vit_b16():
-    from segearth_ov.models.clip_loader import build_clip
+    from segearth_ov.weights import build_clip
     torch.manual_seed(0)
     return build_clip('ViT-B-16', None)
 

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from segearth_ov.ops import adaptive_conv, adaptive_conv_backend, local_correlation
+from segearth_ov.ops.build import find_cuda_home, jit_build, load_extension
 
 ops_module = sys.modules['segearth_ov.ops.adaptive_conv']  # the package attribute is the function
-from segearth_ov.ops.build import find_cuda_home, jit_build, load_extension
 
 CPU_BACKENDS = ['cpu', 'torch']
 
@@ -149,9 +149,11 @@ def test_half_types_accumulate_in_float32_on_cpu(dtype):
 
 @pytest.mark.parametrize('x_shape,k_shape,error,message', [
     ((2, 3, 9, 9), (2, 7, 7, 3), ValueError, 'filters must be \\[B, H, W, d, d\\], got rank 4'),
-    ((3, 9, 9), (2, 7, 7, 3, 3), ValueError, 'input must be \\[B, C, H\\+d-1, W\\+d-1\\], got rank 3'),
+    ((3, 9, 9), (2, 7, 7, 3, 3), ValueError,
+     'input must be \\[B, C, H\\+d-1, W\\+d-1\\], got rank 3'),
     ((2, 3, 9, 9), (1, 7, 7, 3, 3), ValueError, 'batch mismatch, input has 2, filters has 1'),
-    ((2, 3, 9, 9), (2, 7, 7, 5, 5), ValueError, 'input spatial size 9x9 must be filters size plus d-1 = 11x11'),
+    ((2, 3, 9, 9), (2, 7, 7, 5, 5), ValueError,
+     'input spatial size 9x9 must be filters size plus d-1 = 11x11'),
     ((2, 3, 10, 10), (2, 7, 7, 4, 4), ValueError, 'kernel size d must be odd, got 4'),
     ((2, 3, 9, 9), (2, 7, 7, 3, 5), ValueError, 'filters must be square'),
 ])
@@ -191,10 +193,13 @@ def test_native_checks_name_the_argument():
     x, k = make(1, 2, 4, 4, 3)
     with pytest.raises(RuntimeError, match='kernel size d must be odd'):
         ext.forward(torch.randn(1, 2, 7, 7), torch.randn(1, 4, 4, 4, 4))
-    with pytest.raises(RuntimeError, match='grad_out must be \\[B, C, H, W\\] with B, H, W of filters'):
+    with pytest.raises(RuntimeError,
+                       match='grad_out must be \\[B, C, H, W\\] with B, H, W of filters'):
         ext.grad_input(torch.randn(1, 2, 5, 4, dtype=torch.float64), k)
-    with pytest.raises(RuntimeError, match='input must be \\[B, C, H\\+d-1, W\\+d-1\\] \\(d odd\\)'):
-        ext.grad_filters(torch.randn(1, 2, 4, 4, dtype=torch.float64), torch.randn(1, 2, 7, 6, dtype=torch.float64))
+    with pytest.raises(RuntimeError,
+                       match='input must be \\[B, C, H\\+d-1, W\\+d-1\\] \\(d odd\\)'):
+        ext.grad_filters(torch.randn(1, 2, 4, 4, dtype=torch.float64),
+                         torch.randn(1, 2, 7, 6, dtype=torch.float64))
     with pytest.raises(RuntimeError, match='out must be \\[B, C, H, W\\]'):
         ext.forward_out(x, k, torch.empty(1, 2, 4, 5, dtype=torch.float64))
 
@@ -236,7 +241,8 @@ def test_failed_build_is_reported_once_and_falls_back(monkeypatch, caplog):
         raise RuntimeError('g++: fatal error: simulated')
     monkeypatch.setattr('segearth_ov.ops.build._loaded', {})
     monkeypatch.setattr('segearth_ov.ops.build.jit_build', broken)
-    monkeypatch.setattr('importlib.import_module', lambda name: (_ for _ in ()).throw(ImportError(name)))
+    monkeypatch.setattr('importlib.import_module',
+                        lambda name: (_ for _ in ()).throw(ImportError(name)))
     with caplog.at_level(logging.WARNING, logger='segearth_ov'):
         assert load_extension('cpu') is None
         assert load_extension('cpu') is None
@@ -276,7 +282,8 @@ def test_cuda_matches_reference(dtype, d):
     out.backward(grad_out)
     ref = reference(xs.detach().cpu(), ks.detach().cpu())
     ref_x, ref_k = reference_grads(xs.cpu(), ks.cpu(), grad_out.cpu())
-    tol = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 5e-2, torch.bfloat16: 3e-1}[dtype]
+    tol = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 5e-2,
+           torch.bfloat16: 3e-1}[dtype]
     scale = lambda t: tol * max(1.0, t.abs().max().item())
     for got, exp in ((out, ref), (xs.grad, ref_x), (ks.grad, ref_k)):
         assert (got.double().cpu() - exp).abs().max() <= scale(exp)

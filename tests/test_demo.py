@@ -14,7 +14,8 @@ def test_demo_writes_an_overlay_and_says_when_weights_are_random(tmp_path, monke
     spec.loader.exec_module(demo)
     out = tmp_path / 'overlay.png'
     demo.main(['--image', str(REPO / 'demo' / 'sample.png'), '--classes',
-               str(REPO / 'demo' / 'classes.txt'), '--out', str(out), '--device', 'cpu'])
+               str(REPO / 'demo' / 'classes.txt'), '--out', str(out), '--device', 'cpu',
+               '--template', 'a satellite photo of {}.'])
     captured = capsys.readouterr()
     assert 'RANDOM weights' in captured.err and 'overlay written to' in captured.out
     sample = Image.open(REPO / 'demo' / 'sample.png')

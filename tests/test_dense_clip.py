@@ -23,7 +23,7 @@ def test_vanilla_cls_equals_open_clip_encode_image(vit_b16):
 
 
 def reference_dense(visual, images, name, layers):
-    """float64 forward written from SPEC §2 with explicit attention matrices."""
+    """float64 forward written from the method's formulas with explicit attention matrices."""
     blocks = visual.transformer.resblocks
     x = visual._embeds(images)                     # open_clip's own embedding at 14x14
     for block in blocks[:len(blocks) - layers]:

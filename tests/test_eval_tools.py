@@ -13,8 +13,8 @@ import pytest
 from openpyxl import load_workbook
 
 from conftest import REPO, free_port
-from segearth_ov.benchmark.cli import eval_all_main, eval_main
-from segearth_ov.benchmark.results import PER_CLASS, SUMMARY
+from segearth_ov.evaluation.cli import eval_all_main, eval_main
+from segearth_ov.evaluation.results import PER_CLASS, SUMMARY
 
 PYTHON = sys.executable
 TESTS = Path(__file__).resolve().parent
@@ -324,7 +324,7 @@ def test_eval_without_clip_weights_says_what_to_do(tmp_path, capsys, monkeypatch
 
 
 def test_weights_are_keyed_by_content(tmp_path):
-    from segearth_ov.benchmark.catalog import describe_weights
+    from segearth_ov.evaluation.catalog import describe_weights
     (tmp_path / 'a').mkdir()
     (tmp_path / 'b').mkdir()
     (tmp_path / 'a' / 'w.pt').write_bytes(b'one')

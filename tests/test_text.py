@@ -18,11 +18,12 @@ def test_names_file_with_synonyms(tmp_path):
 
 
 @pytest.mark.parametrize('content,message', [
-    ('', 'no class names'),
-    ('\n', 'no class names'),
+    ('', 'the class list is empty'),
+    ('\n', 'the class list is empty'),
     ('road\n\nwater\n', 'line 2 is blank'),
-    ('road,,street\n', 'line 1 is blank or has an empty synonym'),
-    ('road\nwater\nroad\n', "class 'road' is listed twice"),
+    ('road,,street\n', r"class 1 \('road,,street'\) has an empty name"),
+    ('road\nwater\nroad\n', r"'road' is given twice \(classes 1 and 3\)"),
+    ('road,street\nStreet\n', r"'Street' is given twice \(classes 1 and 2\)"),
 ])
 def test_bad_names_files(tmp_path, content, message):
     path = tmp_path / 'names.txt'
@@ -55,4 +56,4 @@ def test_query_embeddings_match_per_prompt_average(small_clip):
                    for t in templates]
         expected = F.normalize(torch.stack(per).mean(0), dim=0)
         torch.testing.assert_close(row, expected, rtol=1e-5, atol=1e-6)
-    assert ClassQueries.from_lines(['a', 'b,c']).num_classes == 2
+    assert ClassQueries.parse(['a', 'b,c']).num_classes == 2

@@ -1,4 +1,5 @@
-"""JBU upsamplers against a naive float64 loop of SPEC §3, and strict checkpoint loading."""
+"""JBU upsamplers against a naive float64 loop of the JBU formulas, and strict checkpoint
+loading."""
 import math
 
 import pytest
@@ -17,7 +18,7 @@ def reflect_index(size, shift):
 
 
 def naive_jbu(step: JBU, source, guidance):
-    """One JBU step written from SPEC §3 with explicit neighbour indices (float64)."""
+    """One JBU step written from its formulas with explicit neighbour indices (float64)."""
     r, d = step.radius, step.diameter
     b, c, h, w = source.shape
     H, W = 2 * h, 2 * w

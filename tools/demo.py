@@ -1,14 +1,14 @@
 """Segment an image with SegEarth-OV and write a colour overlay with a legend.
 
 With no arguments it segments the synthetic sample that ships with the project
-(demo/sample.png, classes in demo/classes.txt) and writes outputs/demo_overlay.png.
+(demo/sample.png, classes in demo/classes.txt) and writes outputs/demo_overlay.png, through
+the same public API as `segearth-ov predict` (segearth_ov.apis.OpenVocabSegmenter).
 
 CLIP weights, first found wins: --pretrained; checkpoints/ViT-B-16.pt (OpenAI's file);
 open_clip's cache of ViT-B-16/openai; otherwise RANDOM weights, announced loudly.
 SimFeatUp is used when checkpoints/xclip_jbu_one_million_aid.ckpt exists.
 """
 import argparse
-import os
 import sys
 import time
 
@@ -16,18 +16,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-import segearth_ov  # noqa: F401  (registers the model; applies the mmcv-lite shim)
-from segearth_ov.apis import overlay_with_legend, weights
-from segearth_ov.models import SegEarthOV
-from segearth_ov.models.text import read_class_names
+from segearth_ov.apis import OpenVocabSegmenter, overlay_with_legend, read_class_names
+from segearth_ov.fileio import atomic_path
 
-def resolve_clip(pretrained):
-    """``(clip config, description)``: --pretrained, else what ``segearth-ov predict`` finds
-    (checkpoints/ViT-B-16.pt, then open_clip's cache), else random weights (None)."""
-    try:
-        return weights.resolve_clip('ViT-B-16', pretrained or 'auto')
-    except FileNotFoundError:
-        return dict(arch='ViT-B-16', pretrained=None), None
+RANDOM_BANNER = ('!' * 78 + '\n!!! NO CLIP WEIGHTS FOUND: running with RANDOM weights; the '
+                 'overlay is NOT a real\n!!! segmentation. Put OpenAI\'s ViT-B-16.pt in '
+                 'checkpoints/ or see README "Weights".\n' + '!' * 78)
 
 
 def main(argv=None):
@@ -39,43 +33,41 @@ def main(argv=None):
     parser.add_argument('--out', default='outputs/demo_overlay.png')
     parser.add_argument('--pretrained', default=None,
                         help='open_clip tag or local CLIP checkpoint (default: see above)')
-    parser.add_argument('--upsampler-checkpoint', default=str(weights.SIMFEATUP))
+    parser.add_argument('--upsampler-checkpoint', default=None,
+                        help='SimFeatUp checkpoint (default checkpoints/'
+                             'xclip_jbu_one_million_aid.ckpt, used when it exists)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--template', action='append', dest='templates', metavar='TEXT',
+                        help='prompt template with {} for the class name (repeatable; '
+                             'default: CLIP\'s 80 ImageNet templates)')
     args = parser.parse_args(argv)
 
-    for path, what in ((args.image, 'image'), (args.classes, 'class-name file')):
-        if not os.path.isfile(path):
-            parser.error(f'{what} not found: {path}')
-    clip_cfg, source = resolve_clip(args.pretrained)
-    if source is None:
-        bar = '!' * 78
-        print(f'{bar}\n!!! NO CLIP WEIGHTS FOUND: running with RANDOM weights; the overlay is NOT '
-              f'a real\n!!! segmentation. Put OpenAI\'s ViT-B-16.pt in checkpoints/ or see README '
-              f'"Weights".\n{bar}', file=sys.stderr, flush=True)
-    else:
-        print(f'CLIP weights: {source}')
-    upsampler = None
-    if os.path.isfile(args.upsampler_checkpoint):
-        upsampler = dict(type='jbu_one', checkpoint=args.upsampler_checkpoint)
-    else:
-        print(f'SimFeatUp checkpoint not found at {args.upsampler_checkpoint}: upsampler off')
-
-    names = read_class_names(args.classes)
-    model = SegEarthOV(clip=clip_cfg, name_path=args.classes, upsampler=upsampler,
-                       prob_thd=0.0).to(args.device).eval()
     try:
+        classes = read_class_names(args.classes)
         rgb = np.asarray(Image.open(args.image).convert('RGB'))
-    except OSError as err:
-        parser.error(f'cannot read image {args.image}: {err}')
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
+    options = dict(upsampler='auto', upsampler_checkpoint=args.upsampler_checkpoint,
+                   device=args.device, tile=max(rgb.shape[:2]), overlap=0)
+    if args.templates:
+        options['prompt_templates'] = args.templates
+    try:
+        segmenter = OpenVocabSegmenter(classes, pretrained=args.pretrained or 'auto', **options)
+    except FileNotFoundError as error:
+        if args.pretrained:
+            parser.error(str(error))
+        print(RANDOM_BANNER, file=sys.stderr, flush=True)
+        segmenter = OpenVocabSegmenter(classes, pretrained='none', **options)
+    else:
+        print(f'CLIP weights: {segmenter.weights_source}')
     start = time.perf_counter()
-    data = model.data_preprocessor(
-        dict(inputs=[torch.from_numpy(rgb[..., ::-1].copy()).permute(2, 0, 1)]))
-    result = model.predict(data['inputs'])[0]
-    labels = result.pred_sem_seg.data[0].cpu().numpy()
+    labels = segmenter(rgb)
     elapsed = time.perf_counter() - start
-    title = 'SegEarth-OV' + ('' if source else ' - RANDOM WEIGHTS')
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    overlay_with_legend(rgb, labels, names.class_names, title=title).save(args.out)
+    title = 'SegEarth-OV' + ('' if segmenter.weights_source else ' - RANDOM WEIGHTS')
+    overlay = overlay_with_legend(rgb, labels, segmenter.class_names, segmenter.palette,
+                                  title=title, nodata=segmenter.nodata)
+    with atomic_path(args.out) as tmp:
+        overlay.save(tmp, format='PNG')
     print(f'segmented {args.image} ({rgb.shape[1]}x{rgb.shape[0]}) in {elapsed:.1f} s '
           f'on {args.device}; overlay written to {args.out}')
 

@@ -5,7 +5,7 @@
 """
 import sys
 
-from segearth_ov.benchmark.cli import eval_all_main
+from segearth_ov.evaluation.cli import eval_all_main
 
 if __name__ == '__main__':
     sys.exit(eval_all_main())

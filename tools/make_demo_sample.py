@@ -13,7 +13,8 @@ def make_scene(size: int = 448, seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     img = Image.new('RGB', (size, size), (118, 140, 82))
     draw = ImageDraw.Draw(img)
-    for x0, y0, x1, y1, colour in [(0, 0, 200, 180, (150, 160, 90)), (220, 250, 448, 448, (170, 150, 100)),
+    for x0, y0, x1, y1, colour in [(0, 0, 200, 180, (150, 160, 90)),
+                                   (220, 250, 448, 448, (170, 150, 100)),
                                    (0, 260, 180, 448, (104, 138, 70))]:
         draw.rectangle([x0, y0, x1, y1], fill=colour)
     pts = [(x, 215 + 30 * np.sin(x / 55)) for x in range(0, size + 1, 8)]
@@ -23,7 +24,8 @@ def make_scene(size: int = 448, seed: int = 0) -> Image.Image:
     for row in range(4):
         for col in range(3):
             x, y = 320 + col * 40, 20 + row * 42
-            draw.rectangle([x, y, x + 28, y + 30], fill=(176, 84, 66) if (row + col) % 2 else (150, 150, 160))
+            fill = (176, 84, 66) if (row + col) % 2 else (150, 150, 160)
+            draw.rectangle([x, y, x + 28, y + 30], fill=fill)
     for _ in range(40):
         cx, cy, r = rng.integers(20, 200), rng.integers(270, 430), rng.integers(5, 12)
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(46, 82, 40))

@@ -1,4 +1,4 @@
-# The SegEarth-OV model with the published defaults (SPEC §2) and the optical test pipeline.
+# The SegEarth-OV model with the published defaults and the optical test pipeline.
 # Benchmark configs give data_root relative to the benchmark data folder: data/ by default,
 # $SEGEARTH_OV_DATA overrides it, and an absolute data_root (--cfg-options) is used as is.
 _base_ = ['./default_runtime.py']

@@ -1,6 +1,8 @@
 """Using SegEarth-OV on your own imagery: arrays, files, large GeoTIFF scenes, overlays."""
-from .inference import OpenVocabSegmenter, parse_classes
-from .visualize import class_palette, colorize, overlay_with_legend
+from ..models.text import ClassQueries, parse_classes, read_class_names
+from .inference import OpenVocabSegmenter
+from ..visualize import class_palette, colorize, overlay_with_legend
 
-__all__ = ['OpenVocabSegmenter', 'parse_classes', 'class_palette', 'colorize',
+__all__ = ['OpenVocabSegmenter', 'ClassQueries', 'parse_classes', 'read_class_names',
+           'class_palette', 'colorize',
            'overlay_with_legend']

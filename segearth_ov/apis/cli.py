@@ -11,6 +11,7 @@ from typing import List, Optional, Tuple
 
 from ..errors import DEBUG_ENV, USER_ERRORS, report
 from ..fileio import writable_folder
+from ..geometry import check_tiling
 
 IMAGE_SUFFIXES = ('.tif', '.tiff', '.png', '.jpg', '.jpeg', '.jp2', '.img', '.vrt')
 
@@ -119,13 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _predict(args) -> int:
-    from .inference import OpenVocabSegmenter, parse_classes, read_names_file
+    from ..models.text import ClassQueries, read_class_names
+    from .inference import OpenVocabSegmenter
     out = Path(args.out)
     try:
-        classes = read_names_file(args.names) if args.names else parse_classes(args.classes)
+        classes = read_class_names(args.names) if args.names else \
+            ClassQueries.parse(args.classes, source='--classes')
         writable_folder(out)
         inputs = expand_inputs(args.inputs, out)
-        from .scenes import check_tiling
         check_tiling(args.tile, args.overlap, args.scale, args.batch_size)
         options = {} if args.prob_thd is None else dict(prob_thd=args.prob_thd)
         segmenter = OpenVocabSegmenter(
@@ -165,7 +167,7 @@ def _predict(args) -> int:
 
 
 def _download(args) -> int:
-    from .weights import SIMFEATUP, SIMFEATUP_URL, download_clip, download_simfeatup
+    from ..weights import SIMFEATUP, SIMFEATUP_URL, download_clip, download_simfeatup
     status = 0
     if not args.skip_clip:
         try:

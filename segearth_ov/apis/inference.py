@@ -5,18 +5,20 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
 
 from ..fileio import atomic_path, stale_temporaries, writable_folder
 from ..models.postprocess import threshold_to_background
-from ..models.text import read_name_lines
-from .scenes import (ArrayScene, LabelWriter, RasterScene, blended_probabilities, check_tiling,
-                     label_dtype, nodata_label, raster_session, read_labels_preview, tile_grid)
-from .visualize import class_palette, overlay_with_legend
-from .weights import SIMFEATUP, resolve_clip
+from ..models.text import ClassQueries
+from ..weights import clip_patch_size, resolve_clip, resolve_upsampler
+from ..geometry import check_tiling, tile_grid
+from ..visualize import class_palette, overlay_with_legend
+from .blending import blended_probabilities
+from .label_maps import LabelWriter, label_dtype, nodata_label, read_labels_preview
+from .scenes import ArrayScene, RasterScene, raster_session
 
 logger = logging.getLogger(__name__)
 
@@ -25,33 +27,6 @@ logger = logging.getLogger(__name__)
 MODEL_OPTIONS_FROM_CONFIG = ('attention', 'attention_layers', 'cls_token_lambda', 'upsampler',
                              'logit_scale', 'slide_crop', 'slide_stride', 'window_batch_size',
                              'precision', 'clip')
-
-
-def parse_classes(classes: Union[str, Sequence[str]]) -> List[str]:
-    """Class lines from ``"building,roof;road;water"`` or a list; commas separate synonyms.
-
-    Empty lists, empty classes and a name used twice are errors naming the culprit.
-    """
-    lines = classes.split(';') if isinstance(classes, str) else list(classes)
-    lines = [','.join(name.strip() for name in str(line).split(',')) for line in lines]
-    if not lines or all(not line.strip(',') for line in lines):
-        raise ValueError('the class list is empty: give e.g. --classes "building,roof;road;water"')
-    seen: Dict[str, int] = {}
-    for index, line in enumerate(lines):
-        names = line.split(',')
-        if any(not name for name in names):
-            raise ValueError(f'class {index + 1} ({line!r}) has an empty name')
-        for name in names:
-            if name.lower() in seen:
-                raise ValueError(f'class name {name!r} is given twice (classes '
-                                 f'{seen[name.lower()] + 1} and {index + 1})')
-            seen[name.lower()] = index
-    return lines
-
-
-def read_names_file(path) -> List[str]:
-    """Class lines of a names file (the model's reader: UTF-8, no blank line inside)."""
-    return parse_classes(read_name_lines(path))
 
 
 def _model_options_from_config(config) -> dict:
@@ -66,7 +41,8 @@ class OpenVocabSegmenter:
     """SegEarth-OV for arrays and files.
 
     Args:
-        classes: class lines (``['building,roof', 'road']``) or ``"building,roof;road"``.
+        classes: class lines (``['building,roof', 'road']``), ``"building,roof;road"`` or a
+            parsed list (``read_class_names(path)``); one parser for all of them.
         config: a benchmark config whose model settings to start from.
         clip: open_clip architecture (default ViT-B-16).
         pretrained: ``'auto'`` (local OpenAI file, then open_clip's cache, else a clear
@@ -93,8 +69,9 @@ class OpenVocabSegmenter:
         if device == 'cuda' and not torch.cuda.is_available():
             raise ValueError('--device cuda: torch sees no CUDA device here (a CPU-only '
                              'machine, or a driver problem); use --device cpu')
-        self.class_lines = parse_classes(classes)
-        self.class_names = [line.split(',')[0] for line in self.class_lines]
+        self.class_queries = ClassQueries.parse(classes)
+        self.class_lines = list(self.class_queries.lines)
+        self.class_names = list(self.class_queries.class_names)
         options = _model_options_from_config(config) if config else {}
         options.update(model_options)
         config_clip = dict(options.pop('clip', None) or {})
@@ -106,12 +83,13 @@ class OpenVocabSegmenter:
         if self.weights_source is None:
             logger.warning('CLIP has RANDOM weights: labels are a pipeline check, not a '
                            'segmentation')
-        options['upsampler'] = self._upsampler(upsampler, upsampler_checkpoint,
-                                               clip_cfg['arch'], options.get('upsampler'))
+        options['upsampler'] = resolve_upsampler(upsampler, upsampler_checkpoint,
+                                                 clip_patch_size(clip_cfg['arch']),
+                                                 options.get('upsampler'))
         self.device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
         self.batch_size, self.tile, self.overlap, self.scale = batch_size, tile, overlap, scale
         self.bands = list(bands) if bands else None
-        self.model = SegEarthOV(clip=clip_cfg, classes=self.class_lines, **options
+        self.model = SegEarthOV(clip=clip_cfg, classes=self.class_queries, **options
                                 ).to(self.device).eval()
         self.palette = class_palette(len(self.class_lines))
         self.nodata = nodata_label(self.num_classes)
@@ -120,29 +98,6 @@ class OpenVocabSegmenter:
             classes=self.class_lines, clip=clip_cfg['arch'], weights=self.weights_source,
             model=options, tile=tile, overlap=overlap, scale=scale, bands=self.bands),
             default=str))
-
-    @staticmethod
-    def _upsampler(choice: str, checkpoint: Optional[str], arch: str, from_config):
-        if choice == 'auto':
-            if from_config is not None and Path(from_config.get('checkpoint', '')).is_file():
-                return from_config
-            if checkpoint is None and SIMFEATUP.is_file() and '-16' in arch:
-                return dict(type='jbu_one', checkpoint=str(SIMFEATUP))
-            if checkpoint is None:
-                logger.info(f'SimFeatUp checkpoint {SIMFEATUP} not found (or the backbone is '
-                            f'not patch-16): feature upsampling is off. `segearth-ov '
-                            f'download-weights` fetches it.')
-                return None
-            choice = 'jbu_one'
-        if choice in (None, 'none'):
-            return None
-        checkpoint = checkpoint or str(SIMFEATUP)
-        if not Path(checkpoint).is_file():
-            raise FileNotFoundError(
-                f'upsampler checkpoint {checkpoint} not found: run `segearth-ov '
-                f'download-weights` (SimFeatUp) or pass --upsampler-checkpoint PATH, or use '
-                f'--upsampler none')
-        return dict(type=choice, checkpoint=checkpoint)
 
     @property
     def num_classes(self) -> int:

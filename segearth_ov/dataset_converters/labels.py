@@ -5,7 +5,7 @@ from typing import Dict, Iterator, Tuple
 
 import numpy as np
 
-from ..models.sliding import window_spans
+from ..geometry import window_spans
 
 Colour = Tuple[int, int, int]
 

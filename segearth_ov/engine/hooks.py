@@ -12,7 +12,7 @@ from mmseg.registry import HOOKS
 from PIL import Image
 from tqdm import tqdm
 
-from ..apis.visualize import class_palette, colorize, overlay_with_legend
+from ..visualize import class_palette, colorize, overlay_with_legend
 
 
 @HOOKS.register_module()

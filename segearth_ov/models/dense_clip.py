@@ -78,7 +78,8 @@ class DenseCLIP(nn.Module):
             raise TypeError('image towers with attentional pooling are not supported')
         num_blocks = len(visual.transformer.resblocks)
         if not 1 <= attention_layers <= num_blocks:
-            raise ValueError(f'attention_layers must be in [1, {num_blocks}], got {attention_layers}')
+            raise ValueError(f'attention_layers must be in [1, {num_blocks}], got '
+                             f'{attention_layers}')
         self.visual = visual
         self.attention = attention
         self.attention_fn = get_attention(attention)

@@ -20,7 +20,7 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from torch import Tensor
 
-from .clip_loader import build_clip
+from ..weights import build_clip
 from .data_preprocessor import RSDataPreProcessor
 from .dense_clip import DenseCLIP, crop_padding, pad_to_multiple
 from .global_bias import alleviate_global_bias
@@ -46,7 +46,8 @@ class SegEarthOV(BaseSegmentor):
         cls_token_lambda: global-bias alleviation scale; 0 disables it.
         upsampler: ``dict(type='jbu_one' | 'jbu_stack', checkpoint=path)`` or None.
         name_path: class-name file (one class per line, commas separate synonyms).
-        classes: the same as a list of lines, instead of ``name_path``.
+        classes: the same as lines, a ``"a,b;c"`` string or a parsed ``ClassQueries``,
+            instead of ``name_path``.
         prob_thd: pixels whose top class probability is below this get ``bg_idx``.
         bg_idx: background class index for thresholded pixels.
         logit_scale: temperature applied before the softmax over queries.
@@ -83,7 +84,7 @@ class SegEarthOV(BaseSegmentor):
         if (name_path is None) == (classes is None):
             raise ValueError('give exactly one of name_path (a class-name file) or classes')
         self.class_queries: ClassQueries = (read_class_names(name_path) if name_path is not None
-                                            else ClassQueries.from_lines(list(classes)))
+                                            else ClassQueries.parse(classes))
         if not 0 <= bg_idx < self.class_queries.num_classes:
             raise ValueError(f'bg_idx={bg_idx} is not a class index (0..'
                              f'{self.class_queries.num_classes - 1})')

@@ -1,39 +1,12 @@
 """Sliding-window inference: the window grid, batched crops and logit stitching."""
 from __future__ import annotations
 
-from typing import Callable, List, Tuple
+from typing import Callable
 
 import torch
 from torch import Tensor
 
-Window = Tuple[int, int, int, int]  # (y1, y2, x1, x2)
-
-
-def window_spans(size: int, crop: int, stride: int) -> List[Tuple[int, int]]:
-    """``(start, end)`` along one axis: ``max(size - crop + stride - 1, 0) // stride + 1``
-    windows every ``stride``, the last shifted back inside; windows are
-    ``min(crop, size)`` long. The sliding inference and the dataset converters share it."""
-    if stride <= 0:
-        raise ValueError(f'stride must be positive, got {stride}')
-    count = max(size - crop + stride - 1, 0) // stride + 1
-    spans = []
-    for index in range(count):
-        end = min(index * stride + crop, size)
-        spans.append((max(end - crop, 0), end))
-    return spans
-
-
-def window_grid(height: int, width: int, crop: int, stride: int) -> List[Window]:
-    """mmseg-style windows (see :func:`window_spans`); ``crop <= 0`` means one whole-image
-    window. Every window has the same size, ``min(crop, H) x min(crop, W)``.
-    """
-    if crop <= 0:
-        return [(0, height, 0, width)]
-    if stride <= 0:
-        raise ValueError(f'slide_stride must be positive, got {stride}')
-    return [(y1, y2, x1, x2) for y1, y2 in window_spans(height, crop, stride)
-            for x1, x2 in window_spans(width, crop, stride)]
-
+from ..geometry import window_grid
 
 def slide_logits(images: Tensor, window_fn: Callable[[Tensor], Tensor], crop: int,
                  stride: int, batch_size: int = 8) -> Tensor:

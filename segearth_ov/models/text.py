@@ -18,36 +18,59 @@ Template = Union[str, Callable[[str], str]]
 
 @dataclass(frozen=True)
 class ClassQueries:
-    """Queries of a names file: ``queries[i]`` belongs to class ``query_to_class[i]``."""
+    """A parsed class list: ``queries[i]`` belongs to class ``query_to_class[i]``; ``lines``
+    are the classes as ``"name,synonym"`` lines."""
     class_names: Tuple[str, ...]
     queries: Tuple[str, ...]
     query_to_class: Tuple[int, ...]
+    lines: Tuple[str, ...]
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     @classmethod
-    def from_lines(cls, lines: Sequence[str], source: str = '<classes>') -> 'ClassQueries':
-        """Parse class lines; ``source`` names the origin in error messages."""
-        if not lines:
-            raise ValueError(f'{source}: no class names (the list is empty)')
-        class_names, queries, owners = [], [], []
+    def parse(cls, classes: Union['ClassQueries', str, Sequence[str]],
+              source: str = '<classes>') -> 'ClassQueries':
+        """The one class-list parser, for names files, the API and the command line.
+
+        ``classes``: lines (one class each, commas separate synonyms), a string with
+        semicolons between classes (``"building,roof;road"``), or a parsed list (returned
+        as it is). Names are stripped of surrounding spaces. Errors, naming ``source``: an
+        empty list; a blank line or empty name (it would shift every later class index);
+        a name, class or synonym, given twice (case-insensitive: it would be ambiguous).
+        """
+        if isinstance(classes, ClassQueries):
+            return classes
+        lines = classes.split(';') if isinstance(classes, str) else [str(c) for c in classes]
+        if all(not line.strip(' ,') for line in lines):
+            raise ValueError(f'{source}: the class list is empty; give one class per line '
+                             f'(or "building,roof;road;water")')
+        class_names, queries, owners, kept, seen = [], [], [], [], {}
         for index, line in enumerate(lines):
-            synonyms = [s.strip() for s in line.split(',')]
-            if not line.strip() or not all(synonyms):
-                raise ValueError(f'{source}: line {index + 1} is blank or has an empty '
-                                 f'synonym ({line!r}); every line must name a class')
-            class_names.append(synonyms[0])
-            for synonym in synonyms:
-                queries.append(synonym)
+            synonyms = [name.strip() for name in line.split(',')]
+            if not line.strip():
+                raise ValueError(f'{source}: line {index + 1} is blank; every line must name a '
+                                 f'class (a blank line would shift every later class index)')
+            if not all(synonyms):
+                raise ValueError(f'{source}: class {index + 1} ({line.strip()!r}) has an empty '
+                                 f'name')
+            for name in synonyms:
+                if name.lower() in seen:
+                    raise ValueError(f'{source}: {name!r} is given twice (classes '
+                                     f'{seen[name.lower()] + 1} and {index + 1})')
+                seen[name.lower()] = index
+                queries.append(name)
                 owners.append(index)
-        seen = set()
-        for name in class_names:
-            if name in seen:
-                raise ValueError(f'{source}: class {name!r} is listed twice')
-            seen.add(name)
-        return cls(tuple(class_names), tuple(queries), tuple(owners))
+            class_names.append(synonyms[0])
+            kept.append(','.join(synonyms))
+        return cls(tuple(class_names), tuple(queries), tuple(owners), tuple(kept))
+
+
+def parse_classes(classes: Union[str, Sequence[str]]) -> List[str]:
+    """Class lines of a class list (:meth:`ClassQueries.parse`), e.g. ``"building, roof;road"``
+    -> ``['building,roof', 'road']``."""
+    return list(ClassQueries.parse(classes).lines)
 
 
 def read_name_lines(path) -> List[str]:
@@ -65,13 +88,9 @@ def read_name_lines(path) -> List[str]:
     return [] if lines == [''] else [line.rstrip('\r') for line in lines]
 
 
-def read_class_names(path: str) -> ClassQueries:
-    """Read a names file (one class per line, commas separate synonyms).
-
-    A blank line inside the file is an error, because it would silently shift every later
-    class index.
-    """
-    return ClassQueries.from_lines(read_name_lines(path), source=path)
+def read_class_names(path) -> ClassQueries:
+    """Read and parse a names file (one class per line, commas separate synonyms)."""
+    return ClassQueries.parse(read_name_lines(path), source=str(path))
 
 
 def openai_imagenet_templates() -> List[Template]:

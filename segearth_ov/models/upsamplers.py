@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from typing import Optional
 
 import torch
@@ -16,13 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import adaptive_conv, local_correlation
-from .clip_loader import describe_key_mismatch, read_checkpoint
+from ..weights import describe_key_mismatch, read_upsampler_state
 
 logger = logging.getLogger('segearth_ov')
-
-SIMFEATUP_URL = ('https://github.com/likyoo/SegEarth-OV/tree/main/simfeatup_dev/weights/'
-                 'xclip_jbu_one_million_aid.ckpt')
-
 
 def spatial_kernel(diameter: int, sigma: Tensor) -> Tensor:
     """Gaussian over offsets on a ``linspace(-1, 1, d)`` grid: ``[d * d]`` (row-major)."""
@@ -50,7 +45,7 @@ def neighbour_affinity(keys: Tensor, radius: int) -> Tensor:
 
 
 class JBU(nn.Module):
-    """One x2 joint-bilateral upsampling step (SPEC §3).
+    """One x2 joint-bilateral upsampling step (FeatUp's JBU).
 
     The kernel is shared by all feature channels, so the step has no feature-size weights.
 
@@ -151,17 +146,7 @@ UPSAMPLERS = {'jbu_one': JBUOne, 'jbu_stack': JBUStack}
 
 def load_upsampler_checkpoint(upsampler: nn.Module, path: str) -> None:
     """Strictly load a Lightning-style checkpoint (``state_dict`` with ``upsampler.`` keys)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f'upsampler checkpoint not found: {path}. SimFeatUp weights '
-            f'(xclip_jbu_one_million_aid.ckpt) are published at {SIMFEATUP_URL}; download '
-            f'the file and pass its path as upsampler.checkpoint, or set upsampler=None')
-    obj = read_checkpoint(path, 'upsampler checkpoint')
-    state = obj.get('state_dict', obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f'upsampler checkpoint {path} holds no state dict')
-    prefix = 'upsampler.'
-    state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    state = read_upsampler_state(path)
     expected = upsampler.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -176,10 +161,13 @@ def load_upsampler_checkpoint(upsampler: nn.Module, path: str) -> None:
     upsampler.load_state_dict(state, strict=True)
 
 
-def build_upsampler(cfg: Optional[dict], feat_dim: int, patch_size: int) -> Optional[nn.Module]:
+def build_upsampler(cfg: Optional[dict], feat_dim: int, patch_size: int,
+                    warn_random: bool = True) -> Optional[nn.Module]:
     """Build ``cfg = dict(type='jbu_one' | 'jbu_stack', checkpoint=path or None)``; None -> None.
 
-    Refuses an upsampler whose x16 scale does not match the backbone's patch size.
+    The one factory for inference and training. Refuses an upsampler whose x16 scale does
+    not match the backbone's patch size; without a checkpoint the weights are random (logged
+    unless ``warn_random`` is False, as in training).
     """
     if cfg is None:
         return None
@@ -199,6 +187,6 @@ def build_upsampler(cfg: Optional[dict], feat_dim: int, patch_size: int) -> Opti
     upsampler = cls(feat_dim=feat_dim, **cfg)
     if checkpoint:
         load_upsampler_checkpoint(upsampler, checkpoint)
-    else:
+    elif warn_random:
         logger.warning('upsampler %s has RANDOM WEIGHTS (no checkpoint given)', name)
     return upsampler.eval()

@@ -43,7 +43,8 @@ def find_cuda_home() -> Optional[str]:
     if nvcc:
         candidates.append(str(Path(os.path.realpath(nvcc)).parents[1]))
     for root in filter(None, candidates):
-        libs = [Path(root, sub) for sub in ('lib64', 'lib')] + list(Path(root).glob('targets/*/lib'))
+        libs = [Path(root, sub) for sub in ('lib64', 'lib')]
+        libs += list(Path(root).glob('targets/*/lib'))
         if Path(root, 'bin', 'nvcc').exists() and any(p.glob('libcudart.so*') for p in libs):
             return root
     return None

@@ -1,5 +1,6 @@
-"""SimFeatUp training (SPEC section 3): a frozen CLIP, the multi-view reconstruction loss
-in a random projection with learned uncertainty, and the image-reconstruction loss."""
+"""SimFeatUp training, as the SegEarth-OV paper describes it: a frozen CLIP, the multi-view
+reconstruction loss in a random projection with learned uncertainty, and the
+image-reconstruction loss."""
 from __future__ import annotations
 
 import contextlib
@@ -16,9 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..fileio import atomic_path
-from ..models.clip_loader import build_clip
 from ..models.dense_clip import DenseCLIP
-from ..models.upsamplers import UPSAMPLERS, JBUOne
+from ..models.upsamplers import build_upsampler
+from ..weights import build_clip
 from .data import ShardedShuffle, UnlabeledImages, collate, list_images
 from .downsampler import AttentionDownsampler
 from .jitter import Jitter, apply_jitter, sample_jitter
@@ -56,13 +57,9 @@ class SimFeatUp(nn.Module):
 
     def __init__(self, upsampler: str, dim: int, patch: int):
         super().__init__()
-        if upsampler not in UPSAMPLERS:
-            raise ValueError(f'unknown upsampler {upsampler!r}; choose {", ".join(UPSAMPLERS)}')
-        if upsampler == 'jbu_stack' and patch != 16:
-            raise ValueError(f'jbu_stack is x16 only; the backbone has patch {patch}: train '
-                             f'jbu_one')
-        self.upsampler = (JBUOne(feat_dim=dim, patch_size=patch) if upsampler == 'jbu_one'
-                          else UPSAMPLERS[upsampler](feat_dim=dim))
+        # the inference factory: same checks, same modules, fresh weights
+        self.upsampler = build_upsampler(dict(type=upsampler), dim, patch,
+                                         warn_random=False).train()
         self.downsampler = AttentionDownsampler(dim, patch)
         self.log_scale = nn.Conv2d(dim, 1, 1)
         self.image_head = ImageHead(dim)

@@ -12,7 +12,7 @@ from ..fileio import content_hash
 BINARY_TASKS = {'BuildingDataset': 'building', 'RoadDataset': 'road', 'WaterDataset': 'water'}
 GROUPS = ('optical', 'sar', 'semseg', 'building', 'road', 'water')
 
-# SegEarth-OV with CLIP ViT-B/16, mIoU (%), as SPEC section 4 gives them (Potsdam is cited as
+# SegEarth-OV with CLIP ViT-B/16, mIoU (%), as the paper reports them (Potsdam is cited as
 # 47.1 or 48.5; the first is used)
 PAPER_MIOU: Dict[str, float] = {
     'cfg_openearthmap': 40.3, 'cfg_loveda': 36.9, 'cfg_isaid': 21.7, 'cfg_uavid': 42.5,

@@ -1,6 +1,10 @@
-"""Load an open_clip model from a pretrained tag or a local checkpoint file, offline-friendly.
+"""Where every weight comes from, in one place (as ``open_clip/pretrained.py`` is for
+open_clip): the known checkpoints with their URLs and hashes, the local files looked for,
+CLIP resolution and building (open_clip tags, local state dicts, OpenAI's TorchScript
+archives, and the QuickGELU rule), upsampler resolution, the checkpoint readers, and
+``segearth-ov download-weights``.
 
-``pretrained`` may be
+CLIP ``pretrained`` may be
 * ``None``: random weights (for tests and smoke runs; logged loudly);
 * an open_clip tag (``'openai'``, ``'laion2b_s34b_b88k'``, ...): open_clip's cache is used;
   with no network and no cached file the error says what to download and where it goes;
@@ -16,14 +20,33 @@ which changes every feature.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import urllib.request
 import zipfile
+from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import torch
 
+from .fileio import atomic_path
+
 logger = logging.getLogger('segearth_ov')
+
+CHECKPOINTS = Path('checkpoints')
+LOCAL_OPENAI = CHECKPOINTS / 'ViT-B-16.pt'
+SIMFEATUP = CHECKPOINTS / 'xclip_jbu_one_million_aid.ckpt'
+SIMFEATUP_URL = ('https://github.com/likyoo/SegEarth-OV/raw/main/simfeatup_dev/weights/'
+                 'xclip_jbu_one_million_aid.ckpt')
+SIMFEATUP_BLOB = 'd40f00838331331faa04a926ea5991f5203f91a8'  # git blob hash in that repository
+
+NO_CLIP_HELP = (
+    'No CLIP weights found for ViT-B-16. Either run `segearth-ov download-weights` on a '
+    'machine with network (fills open_clip\'s cache), put OpenAI\'s ViT-B-16.pt in '
+    f'{LOCAL_OPENAI}, or pass --pretrained PATH (a full open_clip state dict) with --clip '
+    'ARCH. --pretrained none runs with random weights (a pipeline check only).')
+
 
 _CHECKPOINT_SUFFIXES = ('.pt', '.pth', '.bin', '.ckpt', '.safetensors')
 # Keys OpenAI's CLIP state dicts carry beside the weights (open_clip drops them on load).
@@ -69,7 +92,7 @@ def read_torchscript_state(path: str) -> Dict[str, torch.Tensor]:
     return {key: value.detach() for key, value in scripted.state_dict().items()}
 
 
-def _unwrap_state_dict(obj, path: str) -> dict:
+def unwrap_state_dict(obj, path: str) -> dict:
     for key in ('state_dict', 'model', 'module'):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
@@ -84,7 +107,7 @@ def read_clip_weights(path: str) -> Tuple[Dict[str, torch.Tensor], bool]:
     if is_torchscript_archive(path):
         state, openai_format = read_torchscript_state(path), True
     else:
-        state = _unwrap_state_dict(read_checkpoint(path, 'CLIP checkpoint'), path)
+        state = unwrap_state_dict(read_checkpoint(path, 'CLIP checkpoint'), path)
         openai_format = any(key in state for key in OPENAI_METADATA_KEYS)
     for key in OPENAI_METADATA_KEYS:
         state.pop(key, None)
@@ -204,3 +227,125 @@ def pretrained_is_cached(arch: str, tag: str, cache_dir: Optional[str] = None) -
     from huggingface_hub import try_to_load_from_cache
     return any(isinstance(try_to_load_from_cache(repo, name, cache_dir=cache_dir), str)
                for name in ('open_clip_model.safetensors', 'open_clip_pytorch_model.bin'))
+
+
+# ------------------------------------------------------------- files and downloads
+def resolve_clip(arch: str = 'ViT-B-16', pretrained: Optional[str] = 'auto'
+                 ) -> Tuple[dict, Optional[str]]:
+    """``(clip config, where the weights come from)``.
+
+    ``pretrained='auto'``: ``checkpoints/ViT-B-16.pt`` (OpenAI's file), then
+    open_clip's cache of ``arch``/openai; raises with :data:`NO_CLIP_HELP` when neither
+    exists. ``'none'``: random weights (source None). Anything else: an open_clip tag or a
+    local file, passed through.
+    """
+    if pretrained is None or str(pretrained).lower() == 'none':
+        return dict(arch=arch, pretrained=None), None
+    if pretrained != 'auto':
+        return dict(arch=arch, pretrained=pretrained), str(pretrained)
+    if arch == 'ViT-B-16' and LOCAL_OPENAI.is_file():
+        return dict(arch=arch, pretrained=str(LOCAL_OPENAI)), str(LOCAL_OPENAI)
+    if pretrained_is_cached(arch, 'openai'):
+        return dict(arch=arch, pretrained='openai'), 'open_clip cache (openai)'
+    raise FileNotFoundError(NO_CLIP_HELP.replace('ViT-B-16', arch, 1))
+
+
+def git_blob_sha1(data: bytes) -> str:
+    """The hash git gives a file's content (``git hash-object``)."""
+    return hashlib.sha1(b'blob %d\0' % len(data) + data).hexdigest()
+
+
+def download_simfeatup(dest: Path = SIMFEATUP, url: str = SIMFEATUP_URL,
+                       blob_sha1: str = SIMFEATUP_BLOB, force: bool = False) -> Path:
+    """Fetch the SimFeatUp checkpoint to ``dest`` and check its git blob hash; a wrong or
+    truncated download is deleted, never left at ``dest``."""
+    dest = Path(dest)
+    if dest.is_file() and not force:
+        if git_blob_sha1(dest.read_bytes()) == blob_sha1:
+            return dest
+        raise ValueError(f'{dest} exists but its git blob hash is not {blob_sha1}: delete it '
+                         f'or pass --force to download it again')
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            data = response.read()
+    except OSError as error:
+        raise ConnectionError(
+            f'could not download {url} ({error}). Download it on a machine with network and '
+            f'save it as {dest}, or pass its path with --upsampler-checkpoint') from error
+    digest = git_blob_sha1(data)
+    if digest != blob_sha1:
+        raise ValueError(f'downloaded {url} has git blob hash {digest}, expected {blob_sha1} '
+                         f'({len(data)} bytes; truncated or changed upstream); not saved')
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+    return dest
+
+
+def download_clip(arch: str = 'ViT-B-16', tag: str = 'openai') -> str:
+    """Fill open_clip's cache with ``arch``/``tag`` (network needed)."""
+    import open_clip
+    try:
+        open_clip.create_model(arch, pretrained=tag)
+    except Exception as error:  # hub errors come in many types
+        raise ConnectionError(f'open_clip could not fetch {arch}/{tag} ({error}); on a machine '
+                              f'without network put the checkpoint in {CHECKPOINTS}/ and pass '
+                              f'--pretrained PATH') from error
+    return f'{arch}/{tag} in open_clip\'s cache'
+
+
+def clip_patch_size(arch: str) -> int:
+    """The patch size of an open_clip architecture, read from its model config (no model
+    is built)."""
+    import open_clip
+    cfg = open_clip.get_model_config(base_arch(arch)) or {}
+    patch = cfg.get('vision_cfg', {}).get('patch_size')
+    if not isinstance(patch, int):
+        raise ValueError(f'open_clip architecture {arch!r} has no ViT patch size; dense '
+                         f'features need a ViT backbone')
+    return patch
+
+
+def resolve_upsampler(choice: Optional[str], checkpoint: Optional[str], patch_size: int,
+                      from_config: Optional[dict] = None) -> Optional[dict]:
+    """The upsampler config (``dict(type, checkpoint)`` or None) for a user's choice.
+
+    ``'auto'``: the config's upsampler when its checkpoint exists, else SimFeatUp's
+    ``jbu_one`` from :data:`SIMFEATUP` (or ``checkpoint``) when the file exists and the
+    backbone is patch-16 (the published weights are x16), else none. ``'jbu_one'`` /
+    ``'jbu_stack'``: that upsampler, whose checkpoint must exist. ``'none'`` / None: none.
+    """
+    if choice == 'auto':
+        if from_config is not None and Path(from_config.get('checkpoint') or '').is_file():
+            return dict(from_config)
+        path = Path(checkpoint) if checkpoint else SIMFEATUP
+        if path.is_file() and patch_size == 16:
+            return dict(type='jbu_one', checkpoint=str(path))
+        logger.info('SimFeatUp checkpoint %s not found (or the backbone is not patch-16): '
+                    'feature upsampling is off. `segearth-ov download-weights` fetches it.',
+                    path)
+        return None
+    if choice in (None, 'none'):
+        return None
+    path = Path(checkpoint) if checkpoint else SIMFEATUP
+    if not path.is_file():
+        raise FileNotFoundError(
+            f'upsampler checkpoint {path} not found: run `segearth-ov download-weights` '
+            f'(SimFeatUp, saved as {SIMFEATUP}) or pass --upsampler-checkpoint PATH, or use '
+            f'--upsampler none')
+    return dict(type=choice, checkpoint=str(path))
+
+
+def read_upsampler_state(path: str) -> Dict[str, torch.Tensor]:
+    """The ``upsampler.*`` tensors of a Lightning-style checkpoint, prefix stripped."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f'upsampler checkpoint not found: {path}. SimFeatUp weights '
+            f'({SIMFEATUP.name}) are published at {SIMFEATUP_URL} (`segearth-ov '
+            f'download-weights` saves them as {SIMFEATUP}); pass the file as '
+            f'upsampler.checkpoint, or set upsampler=None')
+    obj = read_checkpoint(path, 'upsampler checkpoint')
+    state = obj.get('state_dict', obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f'upsampler checkpoint {path} holds no state dict')
+    prefix = 'upsampler.'
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

@@ -1,9 +1,14 @@
 """CLIP weights: local files, tags offline, OpenAI's QuickGELU rule, and the errors users hit."""
+import shutil
+import subprocess
+
+import numpy as np
 import open_clip
 import pytest
 import torch
 
-from segearth_ov.models.clip_loader import build_clip
+from segearth_ov.weights import (build_clip, download_simfeatup, git_blob_sha1,
+                                 resolve_clip)
 
 
 @pytest.fixture(scope='module')
@@ -144,3 +149,36 @@ def test_torchscript_of_another_arch_and_truncated(openai_like, tmp_path):
     cut.write_bytes(data[:len(data) // 2])
     with pytest.raises(ValueError, match='ViT-B-16.pt cannot be read'):
         build_clip('ViT-B-16', str(cut))
+
+
+# --- known files and downloads ----------------------------------------------------------
+
+def test_git_blob_hash_matches_git(tmp_path):
+    if shutil.which('git') is None:
+        pytest.skip('git is not installed')
+    data = np.random.default_rng(4).bytes(5000)
+    (tmp_path / 'blob').write_bytes(data)
+    expected = subprocess.run(['git', 'hash-object', str(tmp_path / 'blob')],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    assert git_blob_sha1(data) == expected
+
+
+def test_download_checks_the_blob_hash(tmp_path):
+    source = tmp_path / 'served.ckpt'
+    source.write_bytes(b'checkpoint bytes')
+    dest = tmp_path / 'checkpoints' / 'x.ckpt'
+    with pytest.raises(ValueError, match='git blob hash .* expected d40f0083'):
+        download_simfeatup(dest, source.as_uri())
+    assert not dest.exists() and not list(tmp_path.glob('checkpoints/.*'))
+    good = git_blob_sha1(b'checkpoint bytes')
+    assert download_simfeatup(dest, source.as_uri(), good) == dest
+    assert dest.read_bytes() == b'checkpoint bytes'
+    with pytest.raises(ConnectionError, match='save it as'):
+        download_simfeatup(tmp_path / 'y.ckpt', (tmp_path / 'absent').as_uri())
+
+
+def test_missing_clip_weights_say_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match='download-weights.*checkpoints/ViT-B-16.pt'):
+        resolve_clip('ViT-B-16', 'auto')
+    assert resolve_clip('ViT-B-16', 'none') == (dict(arch='ViT-B-16', pretrained=None), None)

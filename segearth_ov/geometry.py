@@ -1,0 +1,69 @@
+"""Window and tile grids: where sliding windows, dataset crops and scene tiles fall.
+
+All spans are ``(start, end)`` along one axis; a window is ``(y1, y2, x1, x2)``. The model's
+sliding inference, the dataset converters and the scene tiling all use these.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Tuple
+
+Window = Tuple[int, int, int, int]  # (y1, y2, x1, x2)
+
+
+def window_spans(size: int, crop: int, stride: int) -> List[Tuple[int, int]]:
+    """``(start, end)`` along one axis: ``max(size - crop + stride - 1, 0) // stride + 1``
+    windows every ``stride``, the last shifted back inside; windows are
+    ``min(crop, size)`` long. The sliding inference and the dataset converters share it."""
+    if stride <= 0:
+        raise ValueError(f'stride must be positive, got {stride}')
+    count = max(size - crop + stride - 1, 0) // stride + 1
+    spans = []
+    for index in range(count):
+        end = min(index * stride + crop, size)
+        spans.append((max(end - crop, 0), end))
+    return spans
+
+
+def window_grid(height: int, width: int, crop: int, stride: int) -> List[Window]:
+    """mmseg-style windows (see :func:`window_spans`); ``crop <= 0`` means one whole-image
+    window. Every window has the same size, ``min(crop, H) x min(crop, W)``.
+    """
+    if crop <= 0:
+        return [(0, height, 0, width)]
+    if stride <= 0:
+        raise ValueError(f'slide_stride must be positive, got {stride}')
+    return [(y1, y2, x1, x2) for y1, y2 in window_spans(height, crop, stride)
+            for x1, x2 in window_spans(width, crop, stride)]
+
+
+def tile_spans(size: int, tile: int, overlap: int) -> List[Tuple[int, int]]:
+    """``(start, end)`` along one axis: the fewest tiles of at most ``tile`` pixels whose
+    neighbours overlap by at least ``overlap``, all of one length and evenly spread (so no
+    last tile is shifted back over most of its neighbour)."""
+    if size <= tile:
+        return [(0, size)]
+    count = math.ceil((size - overlap) / (tile - overlap))
+    length = math.ceil((size + (count - 1) * overlap) / count)
+    return window_spans(size, length, length - overlap)
+
+
+def check_tiling(tile: int, overlap: int, scale: float = 1.0, batch_size: int = 1) -> None:
+    """Refuse tiling arguments that cannot work, before any model is built or file opened."""
+    if tile <= 0:
+        raise ValueError(f'--tile must be positive, got {tile}')
+    if not 0 <= overlap < tile:
+        raise ValueError(f'--overlap must be in [0, tile), got {overlap} for tile {tile}')
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f'--scale must be a positive finite number, got {scale}')
+    if round(tile * scale) < 1:
+        raise ValueError(f'--scale {scale} shrinks a {tile}-pixel tile to nothing')
+    if batch_size < 1:
+        raise ValueError(f'--batch-size must be >= 1, got {batch_size}')
+
+
+def tile_grid(height: int, width: int, tile: int, overlap: int) -> List[Window]:
+    """Tiles covering the scene (see :func:`tile_spans`), row by row."""
+    check_tiling(tile, overlap)
+    return [(y1, y2, x1, x2) for y1, y2 in tile_spans(height, tile, overlap)
+            for x1, x2 in tile_spans(width, tile, overlap)]
