@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Iterator
 
 TEMP_SUFFIX = '.tmp'
+# Image files a folder of inputs is searched for (predict, upsampler training); a file that
+# turns out unreadable is reported (predict) or skipped and counted (training).
+IMAGE_SUFFIXES = ('.tif', '.tiff', '.png', '.jpg', '.jpeg', '.jp2', '.bmp', '.webp', '.img',
+                  '.vrt')
 
 
 def temporary_beside(path) -> Path:

@@ -178,6 +178,7 @@ def test_mixed_devices():
         local_correlation(x.to('meta'), torch.randn(1, 2, 4, 4))
 
 
+@pytest.mark.slow
 def test_cpu_extension_jit_builds_from_source(tmp_path):
     """The first-use path: compile csrc/ with ninja into a fresh cache folder."""
     if shutil.which('c++') is None:

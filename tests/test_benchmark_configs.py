@@ -276,3 +276,36 @@ def test_sar_whole_image_mode_upsamples_14_to_224():
     samples = model.predict(torch.randn(1, 3, 224, 224))
     assert shapes == [((1, 512, 14, 14), (1, 512, 224, 224))]
     assert samples[0].pred_sem_seg.data.shape == (1, 224, 224)
+
+
+# --- mmsegmentation's own entry points on every config ------------------------------------------
+
+def offline_options():
+    """Random CLIP and upsampler weights and one template: the architecture, no downloads."""
+    return {'model.clip.pretrained': None, 'model.upsampler.checkpoint': None,
+            'model.prompt_templates': ['{}']}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', CONFIGS)
+def test_mmseg_init_model_builds_every_config(name):
+    from mmseg.apis import init_model
+    model = init_model(str(REPO / 'configs' / name), device='cpu',
+                       cfg_options=offline_options())
+    assert type(model).__name__ == 'SegEarthOV' and model.cfg.model.name_path
+
+
+@pytest.mark.parametrize('name', ['cfg_potsdam.py', 'cfg_whu_sar.py'])
+def test_mmseg_inference_model_segments_an_array(name):
+    """``mmseg.apis.inference_model`` runs the config's own test pipeline."""
+    from mmseg.apis import inference_model, init_model
+    cfg = load(name)
+    model = init_model(cfg, device='cpu', cfg_options=offline_options())
+    image = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    result = inference_model(model, image)
+    labels = result.pred_sem_seg.data[0].numpy()
+    classes = read_class_names(str(REPO / cfg.model.name_path)).num_classes
+    assert labels.shape == (120, 160) and labels.max() < classes
+    assert result.seg_logits.data.shape == (classes, 120, 160)
+    scale = cfg.test_pipeline[1]['scale'][0]
+    assert result.img_shape == (scale * 120 // 160, scale)  # the config's own Resize ran

@@ -104,6 +104,7 @@ PEAK_SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads /proc/self/status')
 def test_peak_memory_depends_on_the_tile_not_the_scene(tmp_path):
     script = tmp_path / 'peak.py'

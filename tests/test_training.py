@@ -95,6 +95,7 @@ def test_penultimate_features_are_the_second_to_last_block_through_ln_post_and_p
 
 
 # ------------------------------------------------------------------------------ training
+@pytest.mark.slow
 def test_loss_falls_when_overfitting_a_fixed_batch(tmp_path):
     trainer = Trainer(TrainConfig(images=str(make_images(tmp_path / 'img', 2)),
                                   work_dir=str(tmp_path / 'work'), lr=3e-3, **SMALL))

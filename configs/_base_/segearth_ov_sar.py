@@ -13,11 +13,13 @@ model = dict(
     slide_crop=0,
 )
 
-sar_whole_pipeline = [
+# FUSAR-Map and OpenEarthMap-SAR resize to 448 and slide 224/112 windows, as optical sets do
+slide_pipeline = {{_base_.test_pipeline}}
+test_pipeline = [
     dict(type='LoadImageFromFile'),  # 1-band SAR is read as 3 identical bands
     dict(type='Resize', scale=(224, 224), keep_ratio=True),
     dict(type='LoadAnnotations'),
     dict(type='CheckLabelSize'),
     dict(type='PackSegInputs'),
 ]
-test_dataloader = dict(dataset=dict(pipeline=sar_whole_pipeline))
+test_dataloader = dict(dataset=dict(pipeline=test_pipeline))

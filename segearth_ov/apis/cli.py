@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from ..errors import DEBUG_ENV, USER_ERRORS, report
-from ..fileio import writable_folder
+from ..fileio import IMAGE_SUFFIXES, writable_folder
 from ..geometry import check_tiling
 
-IMAGE_SUFFIXES = ('.tif', '.tiff', '.png', '.jpg', '.jpeg', '.jp2', '.img', '.vrt')
 
 
 def _bands(text: str) -> List[int]:

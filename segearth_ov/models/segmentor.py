@@ -58,6 +58,8 @@ class SegEarthOV(BaseSegmentor):
             templates.
         precision: ``fp32`` (default) or, on CUDA only, ``fp16`` / ``bf16`` (autocast).
         data_preprocessor: defaults to ``RSDataPreProcessor`` (CLIP mean/std, RGB, band rule).
+        pretrained, train_cfg, test_cfg: accepted because mmseg's ``init_model`` sets them
+            (to None); a training-free model has no use for them.
     """
 
     def __init__(self,
@@ -77,7 +79,13 @@ class SegEarthOV(BaseSegmentor):
                  prompt_templates: Optional[Sequence] = None,
                  precision: str = 'fp32',
                  data_preprocessor: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None):
+                 init_cfg: Optional[dict] = None,
+                 pretrained: Optional[str] = None,
+                 train_cfg: Optional[dict] = None,
+                 test_cfg: Optional[dict] = None):
+        if pretrained is not None:
+            raise ValueError('SegEarthOV takes its CLIP weights from clip=dict(pretrained=...); '
+                             f'model.pretrained={pretrained!r} is not used')
         if data_preprocessor is None:
             data_preprocessor = dict(type=RSDataPreProcessor)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)

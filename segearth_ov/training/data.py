@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+from ..fileio import IMAGE_SUFFIXES
 from ..models.data_preprocessor import CLIP_MEAN, CLIP_STD
 
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.tif', '.tiff', '.bmp', '.webp')
 
 
 def list_images(root) -> Tuple[List[Path], int]:
