@@ -60,3 +60,17 @@ def small_segmentor(**kwargs):
     cfg.update(kwargs)
     torch.manual_seed(0)
     return SegEarthOV(**cfg).eval()
+
+
+PREDICT_CLASSES = ['building,roof', 'road', 'water', 'tree']
+
+
+@pytest.fixture(scope='module')
+def segmenter():
+    """OpenVocabSegmenter on ViT-S-16 with random weights, one template, small tiles."""
+    from segearth_ov.apis import OpenVocabSegmenter
+    torch.manual_seed(0)
+    return OpenVocabSegmenter(PREDICT_CLASSES, clip='ViT-S-16', pretrained='none',
+                              upsampler='none', device='cpu',
+                              prompt_templates=['a satellite photo of {}.'], tile=128,
+                              overlap=32, batch_size=3)

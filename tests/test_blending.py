@@ -9,15 +9,6 @@ from segearth_ov.apis.blending import TileBlender, blended_probabilities
 from segearth_ov.apis.scenes import ArrayScene
 from segearth_ov.geometry import tile_grid, tile_spans
 
-CLASSES = ['building,roof', 'road', 'water', 'tree']
-
-
-@pytest.fixture(scope='module')
-def segmenter():
-    torch.manual_seed(0)
-    return OpenVocabSegmenter(CLASSES, clip='ViT-S-16', pretrained='none', upsampler='none',
-                              device='cpu', prompt_templates=['a satellite photo of {}.'],
-                              tile=128, overlap=32, batch_size=3)
 
 
 @pytest.mark.parametrize('size,tile,overlap', [(4096, 1024, 128), (1000, 1024, 128),

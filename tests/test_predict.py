@@ -8,23 +8,13 @@ import textwrap
 import numpy as np
 import pytest
 import rasterio
-import torch
 
 from conftest import shared_path
-from segearth_ov.apis import OpenVocabSegmenter, parse_classes
+from segearth_ov.apis import parse_classes
 from segearth_ov.apis.cli import main
 from segearth_ov.geometry import tile_grid
 from scenes_util import smooth_scene, write_geotiff
 
-CLASSES = ['building,roof', 'road', 'water', 'tree']
-
-
-@pytest.fixture(scope='module')
-def segmenter():
-    torch.manual_seed(0)
-    return OpenVocabSegmenter(CLASSES, clip='ViT-S-16', pretrained='none', upsampler='none',
-                              device='cpu', prompt_templates=['a satellite photo of {}.'],
-                              tile=128, overlap=32, batch_size=3)
 
 
 def test_parse_classes():
