@@ -1,9 +1,14 @@
 """CPU/GPU seconds and peak memory per 448x448 image for SegEarthOV with ViT-B-16.
 
 Each setting runs in its own subprocess so its peak memory (RSS, or CUDA peak allocation)
-is its own. Time is split into CLIP (dense features), the upsampler and the rest (padding,
-logits, global bias, stitching, post-processing); text embeddings are computed before
-timing (they are cached per model). Random weights: speed does not depend on them.
+is its own. Time is split into CLIP (dense features), the upsampler (the upsampled cosine
+logits) and the rest (padding, global bias, stitching, post-processing); text embeddings
+are computed before timing. Random weights: speed does not depend on them.
+
+Settings: no upsampler (the baseline of the ratios), the upsamplers on the segmentor's
+exact low-rank path, and ``jbu_one, feature path``, the same numbers computed by building
+the 512-channel upsampled feature map (what the segmentor did before). The last table times
+the text side: encoding the class names cold, and again from the on-disk cache.
 
     python benchmarks/bench_inference.py [--images 2] [--device cpu] [--threads 2]
 """
@@ -17,9 +22,24 @@ import time
 
 SETTINGS = {
     'no upsampler': dict(upsampler=None, backend=None),
+    'jbu_one, feature path': dict(upsampler='jbu_one', backend='native', feature_path=True),
+    'jbu_one': dict(upsampler='jbu_one', backend='native'),
+    'jbu_stack': dict(upsampler='jbu_stack', backend='native'),
     'jbu_one, torch op': dict(upsampler='jbu_one', backend='torch'),
-    'jbu_one, native op': dict(upsampler='jbu_one', backend='native'),
 }
+DEFAULT = ['no upsampler', 'jbu_one, feature path', 'jbu_one', 'jbu_stack']
+CLASSES = ['road', 'building,roof', 'tree', 'water', 'grass', 'barren']
+
+
+def feature_path(upsampler):
+    """The computation before the low-rank path: features first, then normalise and score."""
+    import torch
+    import torch.nn.functional as F
+
+    def cosine_logits(source, guidance, text):
+        features = F.normalize(upsampler(source, guidance).float(), dim=1)
+        return torch.einsum('bdhw,qd->bqhw', features, text)
+    return cosine_logits
 
 
 def run_one(name, images, device, threads):
@@ -38,27 +58,28 @@ def run_one(name, images, device, threads):
     up = dict(type=setting['upsampler']) if setting['upsampler'] else None
     torch.manual_seed(0)
     model = SegEarthOV(clip=dict(arch='ViT-B-16', pretrained=None), upsampler=up,
-                       classes=['road', 'building,roof', 'tree', 'water', 'grass', 'barren'],
-                       prompt_templates=['a satellite photo of {}.']).to(device).eval()
+                       classes=CLASSES, prompt_templates=['a satellite photo of {}.']
+                       ).to(device).eval()
     model.query_embeddings  # text side is cached: keep it out of the timing
 
     spent = {'clip': 0.0, 'upsampler': 0.0}
     sync = torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)
 
-    def timed(module, key):
-        def pre(*_):
+    def timed(fn, key):
+        def run(*args, **kwargs):
             sync()
-            module._t0 = time.perf_counter()
-
-        def post(*_):
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
             sync()
-            spent[key] += time.perf_counter() - module._t0
-        module.register_forward_pre_hook(pre)
-        module.register_forward_hook(post)
+            spent[key] += time.perf_counter() - start
+            return out
+        return run
 
-    timed(model.dense_clip, 'clip')
+    model.dense_clip.forward = timed(model.dense_clip.forward, 'clip')
     if model.upsampler is not None:
-        timed(model.upsampler, 'upsampler')
+        logits = feature_path(model.upsampler) if setting.get('feature_path') \
+            else model.upsampler.cosine_logits
+        model.upsampler.cosine_logits = timed(logits, 'upsampler')
     batch = torch.randn(1, 3, 448, 448, device=device)
     model.predict(batch)  # warm-up (allocator, kernels, extension load)
     spent.update(clip=0.0, upsampler=0.0)
@@ -76,20 +97,48 @@ def run_one(name, images, device, threads):
                 peak_mib=peak / 2 ** 20)
 
 
+def run_text(device, threads):
+    """Seconds to encode the class names with the 80 templates: a cold cache, then a second
+    model on the same weights file (the cache a rerun of a config or class list finds)."""
+    import tempfile
+
+    import torch
+    torch.set_num_threads(threads)
+    folder = tempfile.mkdtemp()
+    os.environ['SEGEARTH_OV_TEXT_CACHE'] = os.path.join(folder, 'cache')
+    import open_clip
+
+    import segearth_ov  # noqa: F401
+    from segearth_ov.models import SegEarthOV
+    torch.manual_seed(0)
+    weights = os.path.join(folder, 'clip.pt')
+    torch.save(open_clip.create_model('ViT-B-16').state_dict(), weights)
+    times = []
+    for _ in range(2):
+        model = SegEarthOV(clip=dict(arch='ViT-B-16', pretrained=weights), classes=CLASSES,
+                           upsampler=None).to(device).eval()
+        start = time.perf_counter()
+        model.query_embeddings
+        times.append(time.perf_counter() - start)
+    return dict(first=times[0], second=times[1], prompts=80 * 7)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--images', type=int, default=2)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--only', nargs='*', choices=list(SETTINGS))
+    parser.add_argument('--only', nargs='*', choices=list(SETTINGS) + ['text'])
     parser.add_argument('--_child', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
-        print(json.dumps(run_one(args._child, args.images, args.device, args.threads)))
+        result = run_text(args.device, args.threads) if args._child == 'text' else \
+            run_one(args._child, args.images, args.device, args.threads)
+        print(json.dumps(result))
         return
     rows = []
-    for name in args.only or SETTINGS:
+    for name in args.only or DEFAULT + ['text']:
         cmd = [sys.executable, __file__, '--_child', name, '--images', str(args.images),
                '--device', args.device, '--threads', str(args.threads)]
         out = subprocess.run(cmd, capture_output=True, text=True)
@@ -99,14 +148,24 @@ def main():
     peak = 'peak CUDA MiB' if args.device.startswith('cuda') else 'peak RSS MiB'
     print(f'SegEarthOV ViT-B-16, 448x448 image (9 windows of 224), {args.device}, '
           f'{args.threads} threads, {args.images} image(s) after one warm-up\n')
-    print(f'| setting | s / image | CLIP s | upsampler s | rest s | {peak} |')
-    print('|---|---|---|---|---|---|')
+    print(f'| setting | s / image | x no upsampler | CLIP s | upsampler s | rest s | {peak} |')
+    print('|---|---|---|---|---|---|---|')
+    base = dict(rows).get('no upsampler', {}).get('total')
     for name, r in rows:
-        if 'skipped' in r:
-            print(f'| {name} | skipped: {r["skipped"]} | | | | |')
+        if name == 'text':
             continue
-        print(f'| {name} | {r["total"]:.2f} | {r["clip"]:.2f} | {r["upsampler"]:.2f} | '
-              f'{r["rest"]:.2f} | {r["peak_mib"]:.0f} |')
+        if 'skipped' in r:
+            print(f'| {name} | skipped: {r["skipped"]} | | | | | |')
+            continue
+        ratio = f'{r["total"] / base:.2f}' if base else '-'
+        print(f'| {name} | {r["total"]:.2f} | {ratio} | {r["clip"]:.2f} | '
+              f'{r["upsampler"]:.2f} | {r["rest"]:.2f} | {r["peak_mib"]:.0f} |')
+    text = dict(rows).get('text')
+    if text:
+        print(f'\n| text encoding ({text["prompts"]} prompts) | first run s | second run s |')
+        print('|---|---|---|')
+        print(f'| 6 classes (7 names) x 80 templates | {text["first"]:.2f} | '
+              f'{text["second"]:.3f} |')
 
 
 if __name__ == '__main__':

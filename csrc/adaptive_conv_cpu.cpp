@@ -8,8 +8,10 @@
 // grad-input gathers from the zero-padded grad and the flipped, padded filters
 // [B, d, d, H+2(d-1), W+2(d-1)]. Both prefetch the next tile's input columns by hand: a tile
 // reads dozens of input rows at once, more streams than the hardware prefetcher follows.
-// Grad-filters (`filter_grad`, also the JBU's local correlation) keeps JB kernel columns of
-// a tile in registers over channels, prefetching the rows of the channel 8 planes ahead. Parallelism: at::parallel_for over (row band x channel
+// Grad-filters (also the JBU's local correlation) keeps every kernel column of an 8-column
+// tile in registers over the channels for d = 3, 7, 11 (`filter_grad_rows`, written in the
+// output's own layout), JB columns at a time otherwise (`filter_grad`), prefetching rows of
+// the channels a few planes ahead. Parallelism: at::parallel_for over (row band x channel
 // group) or (row x kernel row) tasks, in torch's OpenMP pool, so torch.set_num_threads
 // applies. float32 and float64 run natively; half and bfloat16 are computed in float32 and
 // cast back.
@@ -295,6 +297,50 @@ void filter_grad(const at::Tensor& G, const at::Tensor& In, at::Tensor& gkt) {
   });
 }
 
+// gk[b, y, x, i, j] = sum_c G[b, c, y, x] * In[b, c, y+i, x+j] for the JBU sizes: all D
+// kernel columns of an 8-column tile stay in registers over the channels (D accumulators
+// plus the grad vector fit the 16 AVX registers), so each channel row is read once per
+// kernel row, and the tile is stored straight in [B, H, W, d, d] order, which saves the
+// transposing copy of `filter_grad`'s layout. Tasks run (b, y, i) with i fastest, so the
+// rows a task reads are still in cache for the next.
+template <typename scalar_t, int D>
+void filter_grad_rows(const at::Tensor& G, const at::Tensor& In, at::Tensor& gk) {
+  constexpr int T = 8;
+  const int64_t B = G.size(0), C = G.size(1), H = G.size(2), W = G.size(3);
+  const int64_t hp = In.size(2), wp = In.size(3);
+  const scalar_t* g_ptr = G.data_ptr<scalar_t>();
+  const scalar_t* i_ptr = In.data_ptr<scalar_t>();
+  scalar_t* k_ptr = gk.data_ptr<scalar_t>();
+  at::parallel_for(0, B * H * D, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t i = task % D, y = (task / D) % H, b = task / (D * H);
+      for (int64_t x0 = 0; x0 < W; x0 += T) {
+        const int width = (int)std::min<int64_t>(T, W - x0);
+        scalar_t acc[D][T] = {};
+        for (int64_t c = 0; c < C; ++c) {
+          const scalar_t* gp = g_ptr + ((b * C + c) * H + y) * W + x0;
+          const scalar_t* ip = i_ptr + ((b * C + c) * hp + y + i) * wp + x0;
+          __builtin_prefetch(gp + 4 * H * W);
+          __builtin_prefetch(ip + 4 * hp * wp);
+          __builtin_prefetch(ip + 4 * hp * wp + T + D - 2);
+          if (width == T) {
+#pragma GCC unroll 11
+            for (int j = 0; j < D; ++j)
+#pragma omp simd
+              for (int t = 0; t < T; ++t) acc[j][t] += gp[t] * ip[j + t];
+          } else {
+            for (int j = 0; j < D; ++j)
+              for (int t = 0; t < width; ++t) acc[j][t] += gp[t] * ip[j + t];
+          }
+        }
+        scalar_t* kp = k_ptr + ((b * H + y) * W + x0) * D * D + i * D;
+        for (int t = 0; t < width; ++t)
+          for (int j = 0; j < D; ++j) kp[t * D * D + j] = acc[j][t];
+      }
+    }
+  });
+}
+
 // A fresh multi-MB buffer is page-faulted in 4 KiB at a time on first write, which at the
 // last SimFeatUp step costs a sizeable part of the op. Where the kernel offers transparent
 // huge pages on request (the common `madvise` setting), ask for them: 512x fewer faults.
@@ -400,6 +446,17 @@ at::Tensor grad_filters(const at::Tensor& grad_out, const at::Tensor& input) {
   const int64_t d = adaptive_conv::check_grad_filters(grad_out, input, "adaptive_conv_cpu.grad_filters");
   if (needs_float32(input))
     return grad_filters(grad_out.to(at::kFloat), input.to(at::kFloat)).to(input.scalar_type());
+  if (d == 3 || d == 7 || d == 11) {
+    auto gk = at::empty({grad_out.size(0), grad_out.size(2), grad_out.size(3), d, d},
+                        input.options());
+    advise_huge_pages(gk);
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "adaptive_conv_cpu_grad_filters_rows", [&] {
+      if (d == 3) filter_grad_rows<scalar_t, 3>(grad_out, input, gk);
+      else if (d == 7) filter_grad_rows<scalar_t, 7>(grad_out, input, gk);
+      else filter_grad_rows<scalar_t, 11>(grad_out, input, gk);
+    });
+    return gk;
+  }
   auto gkt = at::empty({grad_out.size(0), d, d, grad_out.size(2), grad_out.size(3)}, input.options());
   advise_huge_pages(gkt);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "adaptive_conv_cpu_grad_filters",

@@ -293,6 +293,22 @@ def download_clip(arch: str = 'ViT-B-16', tag: str = 'openai') -> str:
     return f'{arch}/{tag} in open_clip\'s cache'
 
 
+def weights_identity(arch: str, pretrained: Optional[str],
+                     quick_gelu: Optional[bool] = None) -> Optional[str]:
+    """A string that changes whenever the CLIP weights (or their activation) do: the
+    content hash of a local file, the open_clip version and tag of a tag; None for random
+    weights, which are never the same twice."""
+    if not pretrained:
+        return None
+    if looks_like_path(pretrained):
+        from .fileio import content_hash
+        source = content_hash(pretrained, length=24)
+    else:
+        import open_clip
+        source = f'open_clip {open_clip.__version__} {pretrained}'
+    return f'{arch} | {source} | quick_gelu={quick_gelu}'
+
+
 def clip_patch_size(arch: str) -> int:
     """The patch size of an open_clip architecture, read from its model config (no model
     is built)."""

@@ -1,7 +1,10 @@
 import os
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')  # no hub here: fail fast instead of retrying
+# the text-embedding cache of the tests lives and dies with the session
+os.environ.setdefault('SEGEARTH_OV_TEXT_CACHE', tempfile.mkdtemp(prefix='segearth_ov_text_'))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

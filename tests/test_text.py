@@ -57,3 +57,82 @@ def test_query_embeddings_match_per_prompt_average(small_clip):
         expected = F.normalize(torch.stack(per).mean(0), dim=0)
         torch.testing.assert_close(row, expected, rtol=1e-5, atol=1e-6)
     assert ClassQueries.parse(['a', 'b,c']).num_classes == 2
+
+
+# --- the on-disk text-embedding cache -------------------------------------------------------------
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts the queries actually encoded."""
+    import segearth_ov.models.text as text
+    seen = []
+    real = text.encode_queries
+
+    def spy(model, tokenizer, queries, templates, **kwargs):
+        seen.extend(queries)
+        return real(model, tokenizer, queries, templates, **kwargs)
+    monkeypatch.setattr(text, 'encode_queries', spy)
+    return seen
+
+
+def test_second_run_reads_the_cache_and_new_names_only_are_encoded(small_clip, counted,
+                                                                   tmp_path):
+    from segearth_ov.models.text import cached_query_embeddings
+    model, tokenizer = small_clip
+    templates = ['a photo of {}.', lambda c: f'an aerial view of {c}.']
+    first = cached_query_embeddings(model, tokenizer, ['road', 'water'], templates, 'w1',
+                                    tmp_path)
+    assert counted == ['road', 'water']
+    again = cached_query_embeddings(model, tokenizer, ['water', 'road'], templates, 'w1',
+                                    tmp_path)
+    assert counted == ['road', 'water']  # nothing encoded the second time
+    torch.testing.assert_close(again, first[[1, 0]], rtol=0, atol=0)
+    more = cached_query_embeddings(model, tokenizer, ['road', 'tree'], templates, 'w1',
+                                   tmp_path)
+    assert counted == ['road', 'water', 'tree']
+    torch.testing.assert_close(more, encode_queries(model, tokenizer, ['road', 'tree'],
+                                                    templates), rtol=1e-6, atol=1e-6)
+    # other weights or other templates are other entries
+    cached_query_embeddings(model, tokenizer, ['road'], templates, 'w2', tmp_path)
+    cached_query_embeddings(model, tokenizer, ['road'], templates[:1], 'w1', tmp_path)
+    assert counted == ['road', 'water', 'tree', 'road', 'road']
+
+
+def test_no_weights_key_or_disabled_means_no_cache(small_clip, counted, tmp_path,
+                                                   monkeypatch):
+    from segearth_ov.models.text import cached_query_embeddings
+    model, tokenizer = small_clip
+    for _ in range(2):
+        cached_query_embeddings(model, tokenizer, ['road'], ['{}'], None, tmp_path)
+    monkeypatch.setenv('SEGEARTH_OV_TEXT_CACHE', '0')
+    for _ in range(2):
+        cached_query_embeddings(model, tokenizer, ['road'], ['{}'], 'w', None)
+    assert counted == ['road'] * 4 and not list(tmp_path.iterdir())
+
+
+def test_a_corrupt_cache_file_is_recomputed(small_clip, counted, tmp_path):
+    from segearth_ov.models.text import cached_query_embeddings
+    model, tokenizer = small_clip
+    cached_query_embeddings(model, tokenizer, ['road'], ['{}'], 'w', tmp_path)
+    (cache,) = tmp_path.iterdir()
+    cache.write_bytes(b'garbage')
+    out = cached_query_embeddings(model, tokenizer, ['road'], ['{}'], 'w', tmp_path)
+    assert counted == ['road', 'road'] and out.shape == (1, model.text_projection.shape[1])
+
+
+def test_segmentor_with_a_weights_file_reuses_the_cache(tmp_path, counted, monkeypatch):
+    """Two models built from the same CLIP file: the second encodes nothing."""
+    from conftest import small_segmentor
+    monkeypatch.setenv('SEGEARTH_OV_TEXT_CACHE', str(tmp_path / 'cache'))
+    torch.manual_seed(0)
+    weights = tmp_path / 'clip.pt'
+    torch.save(open_clip.create_model('ViT-S-16').state_dict(), weights)
+    first = small_segmentor(clip=dict(arch='ViT-S-16', pretrained=str(weights)))
+    embeddings = first.query_embeddings
+    encoded = len(counted)
+    second = small_segmentor(clip=dict(arch='ViT-S-16', pretrained=str(weights)))
+    torch.testing.assert_close(second.query_embeddings, embeddings, rtol=0, atol=0)
+    assert encoded == 5 and len(counted) == encoded  # road, building, roof, tree, water
+    small_segmentor(clip=dict(arch='ViT-S-16', pretrained=str(weights)),
+                    text_cache=False).query_embeddings
+    assert len(counted) == 2 * encoded

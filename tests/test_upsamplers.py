@@ -2,6 +2,8 @@
 loading."""
 import math
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -161,8 +163,13 @@ def test_jbu_one_scale_follows_the_patch_size(patch, steps):
     up = build_upsampler(dict(type='jbu_one'), 8, patch).eval()
     assert up.num_steps == steps
     assert set(up.state_dict()) == set(JBUOne(feat_dim=8).state_dict())  # same checkpoints
-    calls = []
-    up.up.register_forward_hook(lambda module, inputs, output: calls.append(output.shape[-2:]))
+    calls, propagate = [], up.up.propagate
+
+    def spy(source, kernel):
+        out = propagate(source, kernel)
+        calls.append(out.shape[-2:])
+        return out
+    up.up.propagate = spy
     with torch.no_grad():
         out = up(torch.randn(1, 8, 2, 3), torch.randn(1, 3, 2 * patch, 3 * patch))
     assert out.shape == (1, 8, 2 * patch, 3 * patch) and torch.isfinite(out).all()
@@ -181,3 +188,60 @@ def test_batch_mismatch_between_source_and_guidance():
         JBU(1)(torch.randn(2, 4, 2, 2), torch.randn(1, 3, 4, 4))
     with pytest.raises(ValueError, match='built for 8-dim features, got 4'):
         JBUStack(feat_dim=8)(torch.randn(1, 4, 1, 1), torch.randn(1, 3, 16, 16))
+
+
+# --- the segmentor's upsampled-logits path equals the feature path -------------------------------
+
+def feature_path(upsampler):
+    """Today's computation: build the upsampled features, normalise, score."""
+    def cosine_logits(source, guidance, text):
+        features = F.normalize(upsampler(source, guidance).float(), dim=1)
+        return torch.einsum('bdhw,qd->bqhw', features, text)
+    return cosine_logits
+
+
+@pytest.mark.parametrize('kind', ['jbu_one', 'jbu_stack'])
+@pytest.mark.parametrize('lam', [-0.3, 0.0])
+def test_fast_path_probabilities_equal_the_feature_path(kind, lam):
+    """On a real labelled tile (cropped to 224 x 336: three sliding windows), the class
+    probabilities agree to 1e-5 and the labels are identical except at exact ties."""
+    from PIL import Image
+
+    from conftest import small_segmentor
+    tile = shared_path('rs_samples', 'potsdam', 'img_dir', '2_10_0_0_512_512.png')
+    checkpoint = shared_path('weights', 'clip_jbu_stack_cocostuff.ckpt') \
+        if kind == 'jbu_stack' else None
+    model = small_segmentor(clip=dict(arch='ViT-B-16', pretrained=None), cls_token_lambda=lam,
+                            upsampler=dict(type=kind, checkpoint=checkpoint and str(checkpoint)))
+    if checkpoint is None:  # random jbu_one weights, large enough to matter
+        with torch.no_grad():
+            for p in model.upsampler.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    rgb = np.asarray(Image.open(tile).convert('RGB'))[:224, :336]
+    batch = model.data_preprocessor(dict(inputs=[torch.from_numpy(
+        np.ascontiguousarray(rgb[..., ::-1])).permute(2, 0, 1)]))['inputs']
+    fast = model.predict(batch)[0]
+    model.upsampler.cosine_logits = feature_path(model.upsampler)
+    slow = model.predict(batch)[0]
+    p_fast, p_slow = fast.seg_logits.data, slow.seg_logits.data
+    assert (p_fast - p_slow).abs().max() <= 1e-5
+    top2 = p_slow.topk(2, dim=0).values
+    differ = fast.pred_sem_seg.data[0] != slow.pred_sem_seg.data[0]
+    assert ((top2[0] - top2[1])[differ] <= 1e-5).all()  # only exact ties may differ
+
+
+def test_fast_path_falls_back_for_large_windows():
+    """More patches than channels: the feature path is taken (and agrees)."""
+    up = JBUOne(feat_dim=8).eval()
+    source, guidance = torch.randn(1, 8, 3, 4), torch.randn(1, 3, 48, 64)
+    text = F.normalize(torch.randn(5, 8), dim=-1)
+    with torch.no_grad():
+        expected = feature_path(up)(source, guidance, text)
+        torch.testing.assert_close(up.cosine_logits(source, guidance, text), expected)
+
+
+def test_bicubic_matrices_equal_interpolate():
+    from segearth_ov.models.upsamplers import bicubic_x2
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64)
+    torch.testing.assert_close(bicubic_x2(x), F.interpolate(x, scale_factor=2, mode='bicubic',
+                                                            align_corners=False))

@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument('--batch-size', type=int, default=4, help='tiles per forward pass')
     predict.add_argument('--prob-thd', type=float, help='background threshold (class 0)')
     predict.add_argument('--quiet', action='store_true', help='no progress bars')
+    predict.add_argument('--no-cache', action='store_true',
+                         help='do not read or write the text-embedding cache '
+                              '(~/.cache/segearth_ov/text; SEGEARTH_OV_TEXT_CACHE moves it)')
     predict.add_argument('--overwrite', action='store_true',
                          help='recompute inputs whose outputs exist (by default a rerun with '
                               'the same settings skips them, and other settings are refused)')
@@ -129,6 +132,8 @@ def _predict(args) -> int:
         inputs = expand_inputs(args.inputs, out)
         check_tiling(args.tile, args.overlap, args.scale, args.batch_size)
         options = {} if args.prob_thd is None else dict(prob_thd=args.prob_thd)
+        if args.no_cache:
+            options['text_cache'] = False
         segmenter = OpenVocabSegmenter(
             classes, config=args.config, clip=args.clip, pretrained=args.pretrained,
             upsampler=args.upsampler, upsampler_checkpoint=args.upsampler_checkpoint,

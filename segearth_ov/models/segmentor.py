@@ -2,8 +2,9 @@
 
 Call flow of :meth:`SegEarthOV.predict`, per batch::
 
-    windows (sliding.py) -> dense CLIP features (dense_clip.py) -> upsample (upsamplers.py)
-    -> cosine logits against the query embeddings (text.py) -> global bias (global_bias.py)
+    windows (sliding.py) -> dense CLIP features (dense_clip.py) -> cosine logits against the
+    query embeddings (text.py) of the upsampled features (upsamplers.py, computed without
+    building them) -> global bias (global_bias.py)
     -> stitch windows -> resize to the original size -> softmax, synonym max, threshold
     (postprocess.py)
 """
@@ -20,13 +21,14 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from torch import Tensor
 
-from ..weights import build_clip
+from ..weights import build_clip, weights_identity
 from .data_preprocessor import RSDataPreProcessor
 from .dense_clip import DenseCLIP, crop_padding, pad_to_multiple
 from .global_bias import alleviate_global_bias
 from .postprocess import queries_to_classes, threshold_to_background
 from .sliding import slide_logits
-from .text import ClassQueries, encode_queries, openai_imagenet_templates, read_class_names
+from .text import (ClassQueries, cached_query_embeddings, openai_imagenet_templates,
+                   read_class_names)
 from .upsamplers import build_upsampler
 
 PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
@@ -57,6 +59,8 @@ class SegEarthOV(BaseSegmentor):
         prompt_templates: list of ``'{}'`` strings or callables; None = CLIP's 80 ImageNet
             templates.
         precision: ``fp32`` (default) or, on CUDA only, ``fp16`` / ``bf16`` (autocast).
+        text_cache: keep query embeddings on disk, keyed by the weights' content (see
+            ``models/text.py``; ``SEGEARTH_OV_TEXT_CACHE`` moves or disables it).
         data_preprocessor: defaults to ``RSDataPreProcessor`` (CLIP mean/std, RGB, band rule).
         pretrained, train_cfg, test_cfg: accepted because mmseg's ``init_model`` sets them
             (to None); a training-free model has no use for them.
@@ -78,6 +82,7 @@ class SegEarthOV(BaseSegmentor):
                  window_batch_size: int = 8,
                  prompt_templates: Optional[Sequence] = None,
                  precision: str = 'fp32',
+                 text_cache: bool = True,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None,
                  pretrained: Optional[str] = None,
@@ -101,8 +106,10 @@ class SegEarthOV(BaseSegmentor):
         if window_batch_size < 1:
             raise ValueError(f'window_batch_size must be >= 1, got {window_batch_size}')
         clip = dict(clip)
-        clip_model, self.tokenizer = build_clip(clip.pop('arch', 'ViT-B-16'),
-                                                clip.pop('pretrained', 'openai'), **clip)
+        arch, pretrained = clip.pop('arch', 'ViT-B-16'), clip.pop('pretrained', 'openai')
+        clip_model, self.tokenizer = build_clip(arch, pretrained, **clip)
+        self.weights_key = weights_identity(arch, pretrained, clip.get('quick_gelu')) \
+            if text_cache else None
         self.clip = clip_model
         self.dense_clip = DenseCLIP(clip_model.visual, attention, attention_layers)
         self.upsampler = build_upsampler(upsampler, self.dense_clip.embed_dim,
@@ -129,9 +136,9 @@ class SegEarthOV(BaseSegmentor):
         if self._query_embeddings is None:
             # a normal (not inference-mode) tensor, so it is usable in and out of predict()
             with torch.inference_mode(False):
-                self._query_embeddings = encode_queries(
+                self._query_embeddings = cached_query_embeddings(
                     self.clip, self.tokenizer, self.class_queries.queries, self.prompt_templates,
-                    progress=True)
+                    self.weights_key, progress=True)
         if self._query_embeddings.device != device:
             self._query_embeddings = self._query_embeddings.to(device)
         return self._query_embeddings
@@ -149,10 +156,10 @@ class SegEarthOV(BaseSegmentor):
         text = self.query_embeddings
         padded, pad = pad_to_multiple(crops, self.dense_clip.patch_size)
         cls, patches = self.dense_clip(padded)
-        if self.upsampler is not None:
-            patches = self.upsampler(patches, padded)
-        patches = F.normalize(patches.float(), dim=1)
-        logits = torch.einsum('ndhw,qd->nqhw', patches, text)
+        if self.upsampler is not None:  # exact, without the D x H x W feature map
+            logits = self.upsampler.cosine_logits(patches, padded, text)
+        else:
+            logits = torch.einsum('ndhw,qd->nqhw', F.normalize(patches.float(), dim=1), text)
         logits = alleviate_global_bias(logits, cls.float(), text, self.cls_token_lambda)
         if logits.shape[-2:] != padded.shape[-2:]:
             logits = F.interpolate(logits, padded.shape[-2:], mode='bilinear', align_corners=False)

@@ -5,15 +5,21 @@ A names file has one class per line; a line may list comma-separated synonyms
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 from dataclasses import dataclass
-from typing import Callable, List, Sequence, Tuple, Union
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 Template = Union[str, Callable[[str], str]]
+logger = logging.getLogger('segearth_ov')
+TEXT_CACHE_ENV = 'SEGEARTH_OV_TEXT_CACHE'  # a folder, or 0 to turn the cache off
 
 
 @dataclass(frozen=True)
@@ -123,3 +129,56 @@ def encode_queries(clip_model, tokenizer, queries: Sequence[str],
         chunks.append(F.normalize(clip_model.encode_text(tokens).float(), dim=-1))
     per_prompt = torch.cat(chunks).view(len(queries), len(templates), -1)
     return F.normalize(per_prompt.mean(dim=1), dim=-1)
+
+
+def text_cache_dir() -> Optional[Path]:
+    """Where query embeddings are cached: ``$SEGEARTH_OV_TEXT_CACHE``, else
+    ``$XDG_CACHE_HOME/segearth_ov/text`` (``~/.cache/...``); None when the variable is 0."""
+    value = os.environ.get(TEXT_CACHE_ENV, '')
+    if value.lower() in ('0', 'off', 'false', 'no'):
+        return None
+    if value:
+        return Path(value)
+    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'segearth_ov' / 'text'
+
+
+def _cache_file(folder: Path, weights_key: str, templates: Sequence[Template]) -> Path:
+    texts = [_fill(t, '{}') for t in templates]  # callables written out as format strings
+    digest = hashlib.sha256(json.dumps([weights_key, texts]).encode()).hexdigest()[:24]
+    return folder / f'{digest}.pt'
+
+
+def cached_query_embeddings(clip_model, tokenizer, queries: Sequence[str],
+                            templates: Sequence[Template], weights_key: Optional[str],
+                            folder: Optional[Path] = None, progress: bool = False) -> Tensor:
+    """:func:`encode_queries`, with every query's embedding kept on disk.
+
+    One file per (weights, templates) maps each query to its embedding, so a rerun with the
+    same names costs nothing and a longer vocabulary encodes only its new names. Keyed by
+    ``weights_key`` (the weights' identity, content hash for files; None: no cache, as for
+    random weights). Written atomically; an unreadable file is recomputed; a cache that
+    cannot be written only costs the next run the encoding.
+    """
+    from ..fileio import atomic_path
+    folder = text_cache_dir() if folder is None else folder
+    if weights_key is None or folder is None:
+        return encode_queries(clip_model, tokenizer, queries, templates, progress=progress)
+    path = _cache_file(Path(folder), weights_key, templates)
+    stored: Dict[str, Tensor] = {}
+    if path.is_file():
+        try:
+            stored = dict(torch.load(path, map_location='cpu', weights_only=True))
+        except Exception as error:  # truncated or foreign: recompute, never fail on a cache
+            logger.warning('text-embedding cache %s is unreadable (%s); recomputing', path,
+                           error)
+    missing = [q for q in dict.fromkeys(queries) if q not in stored]
+    if missing:
+        new = encode_queries(clip_model, tokenizer, missing, templates, progress=progress)
+        stored.update({q: e.cpu() for q, e in zip(missing, new)})
+        try:
+            with atomic_path(path) as tmp:
+                torch.save(stored, tmp)
+        except OSError as error:
+            logger.warning('cannot write the text-embedding cache %s (%s)', path, error)
+    device = next(clip_model.parameters()).device
+    return torch.stack([stored[q] for q in queries]).to(device)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,7 @@ from ..ops import adaptive_conv, local_correlation
 from ..weights import describe_key_mismatch, read_upsampler_state
 
 logger = logging.getLogger('segearth_ov')
+
 
 def spatial_kernel(diameter: int, sigma: Tensor) -> Tensor:
     """Gaussian over offsets on a ``linspace(-1, 1, d)`` grid: ``[d * d]`` (row-major)."""
@@ -31,6 +32,36 @@ def pad_neighbourhood(x: Tensor, radius: int) -> Tensor:
     images, where reflection is undefined) are replicate-padded instead."""
     mode = 'reflect' if min(x.shape[-2:]) > radius else 'replicate'
     return F.pad(x, [radius] * 4, mode=mode)
+
+
+def upsample_matrix(size: int, device=None, dtype=torch.float32, pad: int = 0,
+                    mode: str = 'reflect') -> Tensor:
+    """``[2 size + 2 pad, size]``: bicubic x2 upsampling along one axis (align_corners
+    False, borders clamped) as a matrix, read off ``F.interpolate`` applied to the unit
+    vectors, followed by ``pad`` rows of reflect (or replicate) padding on each side."""
+    eye = torch.eye(size, device=device, dtype=dtype).view(size, 1, size, 1)
+    matrix = F.interpolate(eye, (2 * size, 1), mode='bicubic', align_corners=False)[:, 0, :, 0].T
+    if pad:
+        index = torch.arange(-pad, 2 * size + pad, device=device)
+        last = 2 * size - 1
+        if mode == 'reflect':
+            index = torch.where(index < 0, -index, index)
+            index = torch.where(index > last, 2 * last - index, index)
+        else:
+            index = index.clamp(0, last)
+        matrix = matrix[index]
+    return matrix
+
+
+def bicubic_x2(x: Tensor, pad: int = 0) -> Tensor:
+    """``F.interpolate(x, scale_factor=2, mode='bicubic')`` for ``[B, C, h, w]``, then
+    :func:`pad_neighbourhood` by ``pad``, as two small matrix products (bicubic
+    interpolation is separable, padding selects rows): several times faster on CPU."""
+    h, w = x.shape[-2:]
+    mode = 'reflect' if min(2 * h, 2 * w) > pad else 'replicate'
+    rows = upsample_matrix(h, x.device, x.dtype, pad, mode)
+    cols = upsample_matrix(w, x.device, x.dtype, pad, mode)
+    return torch.matmul(rows, torch.matmul(x, cols.T))
 
 
 def neighbour_affinity(keys: Tensor, radius: int) -> Tensor:
@@ -68,7 +99,13 @@ class JBU(nn.Module):
             nn.Conv2d(d * d, d * d, 1))
 
     def kernel(self, guidance: Tensor) -> Tensor:
-        """Per-pixel kernels ``[B, H, W, d, d]`` from guidance ``[B, 3, H, W]``."""
+        """Per-pixel kernels ``[B, H, W, d, d]`` from guidance ``[B, 3, H, W]``.
+
+        In eval mode the kernel is computed channels last (neighbours on the last axis,
+        the 1x1 convolutions as matrix products, one contiguous softmax); training keeps
+        the channels-first modules, whose dropout needs them. Both compute the same."""
+        if not self.training:
+            return self._kernel_channels_last(guidance)
         b, _, h, w = guidance.shape
         keys = self.range_proj(guidance)
         temperature = self.range_temp.exp().clamp(1e-4, 1e4)
@@ -78,22 +115,57 @@ class JBU(nn.Module):
         k = k + 0.1 * self.fixup_proj(torch.cat([k, guidance], dim=1))
         return k.permute(0, 2, 3, 1).reshape(b, h, w, self.diameter, self.diameter)
 
+    def _kernel_channels_last(self, guidance: Tensor) -> Tensor:
+        b, _, h, w = guidance.shape
+        d2 = self.diameter ** 2
+        keys = self.range_proj(guidance)
+        corr = local_correlation(pad_neighbourhood(keys, self.radius), keys).reshape(b, h, w, d2)
+        temperature = self.range_temp.exp().clamp(1e-4, 1e4)
+        # softmax, times the spatial kernel, renormalised: with e = exp(t a - max),
+        # k = e s / max(sum(e s), 1e-7 sum(e)), the channels-first formula in one pass less
+        k = corr.mul_(temperature)
+        k = k.sub_(k.amax(-1, keepdim=True)).exp_()
+        total = k.sum(-1, keepdim=True)
+        k.mul_(spatial_kernel(self.diameter, self.sigma_spatial))
+        k.div_(torch.maximum(k.sum(-1, keepdim=True), 1e-7 * total))
+        first, last = self.fixup_proj[0], self.fixup_proj[3]
+        weight = first.weight.view(d2, -1)  # [d2, d2 + 3]: the kernel's and the guidance's
+        hidden = F.linear(k, weight[:, :d2], first.bias)
+        hidden += F.linear(guidance.permute(0, 2, 3, 1), weight[:, d2:])
+        hidden = F.gelu(hidden)
+        k += 0.1 * F.linear(hidden, last.weight.view(d2, d2), last.bias)
+        return k.view(b, h, w, self.diameter, self.diameter)
+
+    def guidance_kernel(self, guidance: Tensor, size) -> Tensor:
+        """The kernels ``[B, H', W', d, d]`` of this step at output ``size``, from the
+        guidance alone (pooled to ``size``)."""
+        return self.kernel(F.adaptive_avg_pool2d(guidance, size))
+
+    def propagate(self, source: Tensor, kernel: Tensor) -> Tensor:
+        """The step's linear part: ``source`` ``[B, C, h, w]`` -> ``[B, C, 2h, 2w]``, bicubic
+        x2, reflect-padded, adaptive convolution with ``kernel``. Any number of channels."""
+        hr = bicubic_x2(source, pad=self.radius)
+        return adaptive_conv(hr, kernel.to(hr.dtype))
+
     def forward(self, source: Tensor, guidance: Tensor) -> Tensor:
         """``source`` ``[B, D, h, w]``, ``guidance`` ``[B, 3, H, W]`` -> ``[B, D, 2h, 2w]``."""
         if source.shape[0] != guidance.shape[0]:
             raise ValueError(f'JBU: source batch {source.shape[0]} != guidance batch '
                              f'{guidance.shape[0]}')
         size = (source.shape[-2] * 2, source.shape[-1] * 2)
-        guidance = F.adaptive_avg_pool2d(guidance, size)
-        k = self.kernel(guidance)
-        hr = F.interpolate(source, size, mode='bicubic', align_corners=False)
-        hr = pad_neighbourhood(hr, self.radius)
-        return adaptive_conv(hr, k.to(hr.dtype))
+        return self.propagate(source, self.guidance_kernel(guidance, size))
 
 
 class _Upsampler(nn.Module):
     """Shared structure: x2 JBU steps up to the patch size (a final bilinear resize when it
-    is not a power of two, e.g. x14), then ``x + 0.1 * fixup(x)``."""
+    is not a power of two, e.g. x14), then ``x + 0.1 * fixup(x)``.
+
+    The upsampler is affine in its source features: the JBU kernels depend on the guidance
+    alone (:meth:`step_kernels`), the rest is linear and acts on every channel alike
+    (:meth:`propagate`), and the fixup is ``M x + c`` with ``M = I + 0.1 W``, ``c = 0.1 b``
+    (dropout is off in eval). :meth:`cosine_logits` uses this to give the segmentor what it
+    needs, exactly, without building the ``D x H x W`` feature map.
+    """
 
     def __init__(self, feat_dim: int):
         super().__init__()
@@ -103,17 +175,77 @@ class _Upsampler(nn.Module):
     def steps(self):
         raise NotImplementedError
 
-    def forward(self, source: Tensor, guidance: Tensor) -> Tensor:
-        """``source`` ``[B, D, h, w]``, guidance ``[B, 3, H, W]`` -> ``[B, D, H, W]``."""
+    def step_kernels(self, source_size, guidance: Tensor) -> List[Tensor]:
+        """Every step's kernels for a ``source_size`` ``(h, w)`` grid, from the guidance."""
+        kernels, (h, w) = [], source_size
+        for step in self.steps():
+            h, w = 2 * h, 2 * w
+            kernels.append(step.guidance_kernel(guidance, (h, w)))
+        return kernels
+
+    def propagate(self, source: Tensor, kernels: List[Tensor], size) -> Tensor:
+        """The linear part: ``source`` ``[B, C, h, w]`` (any C) -> ``[B, C, H, W]``."""
+        x = source
+        for step, kernel in zip(self.steps(), kernels):
+            x = step.propagate(x, kernel)
+        if x.shape[-2:] != tuple(size):
+            x = F.interpolate(x, size, mode='bilinear', align_corners=False)
+        return x
+
+    def _check(self, source: Tensor, guidance: Tensor) -> None:
         if source.shape[1] != self.feat_dim:
             raise ValueError(f'{type(self).__name__} was built for {self.feat_dim}-dim '
                              f'features, got {source.shape[1]}')
-        x = source
-        for step in self.steps():
-            x = step(x, guidance)
-        if x.shape[-2:] != guidance.shape[-2:]:
-            x = F.interpolate(x, guidance.shape[-2:], mode='bilinear', align_corners=False)
+        if source.shape[0] != guidance.shape[0]:
+            raise ValueError(f'{type(self).__name__}: source batch {source.shape[0]} != '
+                             f'guidance batch {guidance.shape[0]}')
+
+    def forward(self, source: Tensor, guidance: Tensor) -> Tensor:
+        """``source`` ``[B, D, h, w]``, guidance ``[B, 3, H, W]`` -> ``[B, D, H, W]``."""
+        self._check(source, guidance)
+        x = self.propagate(source, self.step_kernels(source.shape[-2:], guidance),
+                           guidance.shape[-2:])
         return x + 0.1 * self.fixup_proj(x)
+
+    def cosine_logits(self, source: Tensor, guidance: Tensor, text: Tensor,
+                      chunk: int = 2) -> Tensor:
+        """Cosine similarities ``[B, Q, H, W]`` of the upsampled features with ``text``
+        ``[Q, D]`` (L2-normalised rows): ``normalize(self(source, guidance)) . text``.
+
+        With ``X = M F`` (``F`` the ``[D, P]`` patch features of one window) factored as
+        ``X = Q_ R`` (reduced QR, ``Q_`` ``[D, r]`` orthonormal, ``r = P``), each upsampled
+        feature is ``u = Q_ y + c`` where ``y`` is ``R`` propagated (``r`` channels, not
+        ``D``). So ``u . t = y . (Q_^T t) + c . t`` and
+        ``|u|^2 = |y|^2 + 2 y . (Q_^T c) + |c|^2``: the same numbers as the feature path.
+        Windows with at least as many patches as channels, and training, take the feature
+        path. ``chunk`` windows are computed at a time, which bounds the memory.
+        """
+        self._check(source, guidance)
+        b, d, h, w = source.shape
+        if self.training or h * w >= d:
+            return torch.einsum('bdhw,qd->bqhw', F.normalize(self(source, guidance).float(),
+                                                             dim=1), text.float())
+        return torch.cat([self._low_rank_logits(source[i:i + chunk], guidance[i:i + chunk],
+                                                text) for i in range(0, b, chunk)])
+
+    def _low_rank_logits(self, source: Tensor, guidance: Tensor, text: Tensor) -> Tensor:
+        b, d, h, w = source.shape
+        conv = self.fixup_proj[1]
+        mix = torch.eye(d, device=source.device, dtype=torch.float64) + \
+            0.1 * conv.weight[:, :, 0, 0].double()
+        shift = 0.1 * conv.bias.double()
+        basis, coeffs = torch.linalg.qr(mix @ source.reshape(b, d, h * w).double())
+        kernels = self.step_kernels((h, w), guidance)
+        y = self.propagate(coeffs.to(source.dtype).view(b, h * w, h, w), kernels,
+                           guidance.shape[-2:]).float()
+        text64 = text.double()
+        text_proj = torch.einsum('bdr,qd->brq', basis, text64).float()
+        shift_proj = torch.einsum('bdr,d->br', basis, shift).float()
+        dots = torch.einsum('brhw,brq->bqhw', y, text_proj) + (text64 @ shift).float()[:, None,
+                                                                                         None]
+        norm2 = (y.square().sum(1) + 2 * torch.einsum('brhw,br->bhw', y, shift_proj)
+                 + float(shift.square().sum()))
+        return dots / norm2.clamp(min=0).sqrt().clamp(min=1e-12)[:, None]
 
 
 class JBUOne(_Upsampler):
