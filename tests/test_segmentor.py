@@ -69,7 +69,7 @@ def test_synonyms_share_a_class_and_threshold_applies():
 
 def test_query_embeddings_are_computed_once(seg, monkeypatch):
     first = seg.query_embeddings
-    monkeypatch.setattr('segearth_ov.models.segmentor.encode_queries',
+    monkeypatch.setattr('segearth_ov.models.segmentor.cached_query_embeddings',
                         lambda *a, **k: pytest.fail('re-encoded'))
     assert seg.query_embeddings is first
 
