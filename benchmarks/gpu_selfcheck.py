@@ -147,6 +147,8 @@ def main(argv=None):
         print('no CUDA device here: nothing to check (run it where a GPU is, or pass '
               '--device cpu for a dry run of the checks on the CPU)', file=sys.stderr)
         return 2
+    import logging
+    logging.disable(logging.WARNING)  # random weights are announced per model: known here
     import segearth_ov  # noqa: F401
     print(f'| check ({args.device}) | max difference | limit | result |\n|---|---|---|---|')
     ok = check_ops(args.device, args.quick)

@@ -245,3 +245,28 @@ def test_bicubic_matrices_equal_interpolate():
     x = torch.randn(2, 3, 5, 7, dtype=torch.float64)
     torch.testing.assert_close(bicubic_x2(x), F.interpolate(x, scale_factor=2, mode='bicubic',
                                                             align_corners=False))
+
+
+def load_selfcheck():
+    import importlib.util
+
+    from conftest import REPO
+    spec = importlib.util.spec_from_file_location('gpu_selfcheck',
+                                                  REPO / 'benchmarks' / 'gpu_selfcheck.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_selfcheck_says_when_there_is_no_gpu(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert load_selfcheck().main([]) == 2
+    assert 'no CUDA device here' in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_gpu_selfcheck_dry_run_on_the_cpu(capsys):
+    """The self-check's comparisons run (CPU against CPU) and pass."""
+    assert load_selfcheck().main(['--device', 'cpu', '--quick']) == 0
+    out = capsys.readouterr().out
+    assert 'all checks passed' in out and 'JBUOne cosine logits' in out

@@ -118,7 +118,10 @@ class JBU(nn.Module):
     def _kernel_channels_last(self, guidance: Tensor) -> Tensor:
         b, _, h, w = guidance.shape
         d2 = self.diameter ** 2
-        keys = self.range_proj(guidance)
+        pixels = guidance.permute(0, 2, 3, 1)  # [B, H, W, 3]
+        first, last = self.range_proj[0], self.range_proj[3]
+        keys = F.linear(F.gelu(F.linear(pixels, first.weight[:, :, 0, 0], first.bias)),
+                        last.weight[:, :, 0, 0], last.bias).permute(0, 3, 1, 2).contiguous()
         corr = local_correlation(pad_neighbourhood(keys, self.radius), keys).reshape(b, h, w, d2)
         temperature = self.range_temp.exp().clamp(1e-4, 1e4)
         # softmax, times the spatial kernel, renormalised: with e = exp(t a - max),
@@ -131,7 +134,7 @@ class JBU(nn.Module):
         first, last = self.fixup_proj[0], self.fixup_proj[3]
         weight = first.weight.view(d2, -1)  # [d2, d2 + 3]: the kernel's and the guidance's
         hidden = F.linear(k, weight[:, :d2], first.bias)
-        hidden += F.linear(guidance.permute(0, 2, 3, 1), weight[:, d2:])
+        hidden += F.linear(pixels, weight[:, d2:])
         hidden = F.gelu(hidden)
         k += 0.1 * F.linear(hidden, last.weight.view(d2, d2), last.bias)
         return k.view(b, h, w, self.diameter, self.diameter)
@@ -208,7 +211,7 @@ class _Upsampler(nn.Module):
         return x + 0.1 * self.fixup_proj(x)
 
     def cosine_logits(self, source: Tensor, guidance: Tensor, text: Tensor,
-                      chunk: int = 2) -> Tensor:
+                      chunk: int = 1) -> Tensor:
         """Cosine similarities ``[B, Q, H, W]`` of the upsampled features with ``text``
         ``[Q, D]`` (L2-normalised rows): ``normalize(self(source, guidance)) . text``.
 
