@@ -270,11 +270,16 @@ def test_sar_whole_image_mode_upsamples_14_to_224():
                      prompt_templates=['{}'])
     model_cfg.pop('type')
     model = SegEarthOV(**model_cfg).eval()
-    shapes = []
-    model.upsampler.register_forward_hook(
-        lambda module, args, out: shapes.append((tuple(args[0].shape), tuple(out.shape))))
+    shapes, cosine_logits = [], model.upsampler.cosine_logits
+
+    def spy(source, guidance, text):
+        out = cosine_logits(source, guidance, text)
+        shapes.append((tuple(source.shape), tuple(out.shape)))
+        return out
+    model.upsampler.cosine_logits = spy
     samples = model.predict(torch.randn(1, 3, 224, 224))
-    assert shapes == [((1, 512, 14, 14), (1, 512, 224, 224))]
+    classes = model.class_queries.num_classes  # no synonyms in whu_sar.txt: one query each
+    assert shapes == [((1, 512, 14, 14), (1, classes, 224, 224))]
     assert samples[0].pred_sem_seg.data.shape == (1, 224, 224)
 
 

@@ -270,3 +270,17 @@ def test_gpu_selfcheck_dry_run_on_the_cpu(capsys):
     assert load_selfcheck().main(['--device', 'cpu', '--quick']) == 0
     out = capsys.readouterr().out
     assert 'all checks passed' in out and 'JBUOne cosine logits' in out
+
+
+def test_fast_path_under_autocast_keeps_its_factorisation_exact():
+    """Under bf16 autocast (CUDA's fp16/bf16 precision, here on the CPU) the low-rank path
+    runs, returns float32, and stays within bf16 rounding of the fp32 result."""
+    torch.manual_seed(0)
+    up = JBUOne(feat_dim=64).eval()
+    source, guidance = torch.randn(2, 64, 4, 4), torch.randn(2, 3, 64, 64)
+    text = F.normalize(torch.randn(3, 64), dim=-1)
+    with torch.no_grad():
+        exact = up.cosine_logits(source, guidance, text)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            half = up.cosine_logits(source, guidance, text)
+    assert half.dtype == torch.float32 and (half - exact).abs().max() < 2e-2

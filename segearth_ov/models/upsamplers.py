@@ -64,15 +64,18 @@ def bicubic_x2(x: Tensor, pad: int = 0) -> Tensor:
     return torch.matmul(rows, torch.matmul(x, cols.T))
 
 
-def neighbour_affinity(keys: Tensor, radius: int) -> Tensor:
+def neighbour_affinity(keys: Tensor, radius: int, channels_last: bool = False) -> Tensor:
     """Dot product of each pixel's key with its ``d x d`` reflect-padded neighbours.
 
-    ``keys`` ``[B, K, H, W]`` -> ``[B, d * d, H, W]``, neighbour index ``i * d + j`` for
-    offset ``(i - r, j - r)``; never materialises ``K * d^2 * H * W``.
+    ``keys`` ``[B, K, H, W]`` -> ``[B, d * d, H, W]`` (``[B, H, W, d, d]`` with
+    ``channels_last``), neighbour index ``i * d + j`` for offset ``(i - r, j - r)``; never
+    materialises ``K * d^2 * H * W``. Under autocast the padding may come back in another
+    dtype than the keys: both are read in the padding's.
     """
     b, _, h, w = keys.shape
-    corr = local_correlation(pad_neighbourhood(keys, radius), keys)  # [B, H, W, d, d]
-    return corr.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+    padded = pad_neighbourhood(keys, radius)
+    corr = local_correlation(padded, keys.to(padded.dtype))  # [B, H, W, d, d]
+    return corr if channels_last else corr.reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
 
 class JBU(nn.Module):
@@ -122,7 +125,7 @@ class JBU(nn.Module):
         first, last = self.range_proj[0], self.range_proj[3]
         keys = F.linear(F.gelu(F.linear(pixels, first.weight[:, :, 0, 0], first.bias)),
                         last.weight[:, :, 0, 0], last.bias).permute(0, 3, 1, 2).contiguous()
-        corr = local_correlation(pad_neighbourhood(keys, self.radius), keys).reshape(b, h, w, d2)
+        corr = neighbour_affinity(keys, self.radius, channels_last=True).reshape(b, h, w, d2)
         temperature = self.range_temp.exp().clamp(1e-4, 1e4)
         # softmax, times the spatial kernel, renormalised: with e = exp(t a - max),
         # k = e s / max(sum(e s), 1e-7 sum(e)), the channels-first formula in one pass less
@@ -233,22 +236,25 @@ class _Upsampler(nn.Module):
 
     def _low_rank_logits(self, source: Tensor, guidance: Tensor, text: Tensor) -> Tensor:
         b, d, h, w = source.shape
-        conv = self.fixup_proj[1]
-        mix = torch.eye(d, device=source.device, dtype=torch.float64) + \
-            0.1 * conv.weight[:, :, 0, 0].double()
-        shift = 0.1 * conv.bias.double()
-        basis, coeffs = torch.linalg.qr(mix @ source.reshape(b, d, h * w).double())
+        no_autocast = torch.autocast(source.device.type, enabled=False)
+        with no_autocast:  # the factorisation stays in float64 under fp16 / bf16 autocast
+            conv = self.fixup_proj[1]
+            mix = torch.eye(d, device=source.device, dtype=torch.float64) + \
+                0.1 * conv.weight[:, :, 0, 0].double()
+            shift = 0.1 * conv.bias.double()
+            basis, coeffs = torch.linalg.qr(mix @ source.reshape(b, d, h * w).double())
+            text64 = text.double()
+            text_proj = torch.einsum('bdr,qd->brq', basis, text64).float()
+            shift_proj = torch.einsum('bdr,d->br', basis, shift).float()
+            text_shift = (text64 @ shift).float()[:, None, None]
         kernels = self.step_kernels((h, w), guidance)
         y = self.propagate(coeffs.to(source.dtype).view(b, h * w, h, w), kernels,
                            guidance.shape[-2:]).float()
-        text64 = text.double()
-        text_proj = torch.einsum('bdr,qd->brq', basis, text64).float()
-        shift_proj = torch.einsum('bdr,d->br', basis, shift).float()
-        dots = torch.einsum('brhw,brq->bqhw', y, text_proj) + (text64 @ shift).float()[:, None,
-                                                                                         None]
-        norm2 = (y.square().sum(1) + 2 * torch.einsum('brhw,br->bhw', y, shift_proj)
-                 + float(shift.square().sum()))
-        return dots / norm2.clamp(min=0).sqrt().clamp(min=1e-12)[:, None]
+        with no_autocast:
+            dots = torch.einsum('brhw,brq->bqhw', y, text_proj) + text_shift
+            norm2 = (y.square().sum(1) + 2 * torch.einsum('brhw,br->bhw', y, shift_proj)
+                     + float(shift.square().sum()))
+            return dots / norm2.clamp(min=0).sqrt().clamp(min=1e-12)[:, None]
 
 
 class JBUOne(_Upsampler):
