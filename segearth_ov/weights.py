@@ -43,11 +43,9 @@ SIMFEATUP_BLOB = 'd40f00838331331faa04a926ea5991f5203f91a8'  # git blob hash in 
 
 NO_CLIP_HELP = (
     'No CLIP weights found for ViT-B-16. Either run `segearth-ov download-weights` on a '
-    'machine with network (fills open_clip\'s cache), put OpenAI\'s ViT-B-16.pt in '
-    f'{LOCAL_OPENAI}, or pass --pretrained PATH (a full open_clip state dict) with --clip '
+    'machine with network (fills open_clip\'s cache), put OpenAI\'s own ViT-B-16.pt in '
+    f'{LOCAL_OPENAI}, or pass --pretrained PATH (a CLIP state dict or OpenAI file) with --clip '
     'ARCH. --pretrained none runs with random weights (a pipeline check only).')
-
-
 _CHECKPOINT_SUFFIXES = ('.pt', '.pth', '.bin', '.ckpt', '.safetensors')
 # Keys OpenAI's CLIP state dicts carry beside the weights (open_clip drops them on load).
 OPENAI_METADATA_KEYS = ('input_resolution', 'context_length', 'vocab_size')
