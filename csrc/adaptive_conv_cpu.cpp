@@ -8,17 +8,19 @@
 // grad-input gathers from the zero-padded grad and the flipped, padded filters
 // [B, d, d, H+2(d-1), W+2(d-1)]. Both prefetch the next tile's input columns by hand: a tile
 // reads dozens of input rows at once, more streams than the hardware prefetcher follows.
-// Grad-filters (also the JBU's local correlation) keeps every kernel column of an 8-column
-// tile in registers over the channels for d = 3, 7, 11 (`filter_grad_rows`, written in the
-// output's own layout), JB columns at a time otherwise (`filter_grad`), prefetching rows of
-// the channels a few planes ahead. Parallelism: at::parallel_for over (row band x channel
+// Grad-filters (also the JBU's local correlation) accumulates whole output rows of every
+// kernel column in L1 for d = 3, 7, 11 (`filter_grad_rows`, written in the output's own
+// layout), JB columns of a tile in registers otherwise (`filter_grad`), prefetching rows
+// of the channels a few planes ahead. Parallelism: at::parallel_for over (row band x channel
 // group) or (row x kernel row) tasks, in torch's OpenMP pool, so torch.set_num_threads
 // applies. float32 and float64 run natively; half and bfloat16 are computed in float32 and
 // cast back.
 #include <ATen/Parallel.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "adaptive_conv.h"
 
@@ -297,46 +299,38 @@ void filter_grad(const at::Tensor& G, const at::Tensor& In, at::Tensor& gkt) {
   });
 }
 
-// gk[b, y, x, i, j] = sum_c G[b, c, y, x] * In[b, c, y+i, x+j] for the JBU sizes: all D
-// kernel columns of an 8-column tile stay in registers over the channels (D accumulators
-// plus the grad vector fit the 16 AVX registers), so each channel row is read once per
-// kernel row, and the tile is stored straight in [B, H, W, d, d] order, which saves the
-// transposing copy of `filter_grad`'s layout. Tasks run (b, y, i) with i fastest, so the
-// rows a task reads are still in cache for the next.
+// gk[b, y, x, i, j] = sum_c G[b, c, y, x] * In[b, c, y+i, x+j] for the JBU sizes. A task
+// (b, y, i) accumulates whole rows, acc[j][x] for the D kernel columns (D x W values: in L1
+// for W up to a few hundred), streaming each channel's grad row and input row once from
+// start to end, which the hardware prefetcher follows; then it stores the rows straight in
+// [B, H, W, d, d] order, which saves the transposing copy of `filter_grad`'s layout.
+// Tasks run (b, y, i) with i fastest, so the grad rows a task reads are still in cache for
+// the next.
 template <typename scalar_t, int D>
 void filter_grad_rows(const at::Tensor& G, const at::Tensor& In, at::Tensor& gk) {
-  constexpr int T = 8;
   const int64_t B = G.size(0), C = G.size(1), H = G.size(2), W = G.size(3);
   const int64_t hp = In.size(2), wp = In.size(3);
   const scalar_t* g_ptr = G.data_ptr<scalar_t>();
   const scalar_t* i_ptr = In.data_ptr<scalar_t>();
   scalar_t* k_ptr = gk.data_ptr<scalar_t>();
   at::parallel_for(0, B * H * D, 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> rows(D * W);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t i = task % D, y = (task / D) % H, b = task / (D * H);
-      for (int64_t x0 = 0; x0 < W; x0 += T) {
-        const int width = (int)std::min<int64_t>(T, W - x0);
-        scalar_t acc[D][T] = {};
-        for (int64_t c = 0; c < C; ++c) {
-          const scalar_t* gp = g_ptr + ((b * C + c) * H + y) * W + x0;
-          const scalar_t* ip = i_ptr + ((b * C + c) * hp + y + i) * wp + x0;
-          __builtin_prefetch(gp + 4 * H * W);
-          __builtin_prefetch(ip + 4 * hp * wp);
-          __builtin_prefetch(ip + 4 * hp * wp + T + D - 2);
-          if (width == T) {
-#pragma GCC unroll 11
-            for (int j = 0; j < D; ++j)
+      std::fill(rows.begin(), rows.end(), scalar_t(0));
+      for (int64_t c = 0; c < C; ++c) {
+        const scalar_t* gp = g_ptr + ((b * C + c) * H + y) * W;
+        const scalar_t* ip = i_ptr + ((b * C + c) * hp + y + i) * wp;
+        for (int j = 0; j < D; ++j) {
+          scalar_t* acc = rows.data() + j * W;
+          const scalar_t* in = ip + j;
 #pragma omp simd
-              for (int t = 0; t < T; ++t) acc[j][t] += gp[t] * ip[j + t];
-          } else {
-            for (int j = 0; j < D; ++j)
-              for (int t = 0; t < width; ++t) acc[j][t] += gp[t] * ip[j + t];
-          }
+          for (int64_t x = 0; x < W; ++x) acc[x] += gp[x] * in[x];
         }
-        scalar_t* kp = k_ptr + ((b * H + y) * W + x0) * D * D + i * D;
-        for (int t = 0; t < width; ++t)
-          for (int j = 0; j < D; ++j) kp[t * D * D + j] = acc[j][t];
       }
+      scalar_t* kp = k_ptr + (b * H + y) * W * D * D + i * D;
+      for (int64_t x = 0; x < W; ++x)
+        for (int j = 0; j < D; ++j) kp[x * D * D + j] = rows[j * W + x];
     }
   });
 }
