@@ -28,6 +28,14 @@ def benchmark_data_root() -> str:
     return os.environ.get(DATA_ROOT_ENV) or 'data'
 
 
+def read_split_list(path, hint: str = '') -> List[str]:
+    """Image names of a split list: one per line, without suffix, blank lines skipped."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'split file {path} not found{hint}')
+    with open(path, encoding='utf-8') as f:
+        return [line.strip() for line in f if line.strip()]
+
+
 def resolve_data_root(data_root: str) -> str:
     if not data_root or osp.isabs(data_root):
         return data_root
@@ -59,10 +67,8 @@ class BenchmarkDataset:
         """``(stem, image path)`` for every image under ``img_dir`` (recursively) or, with a
         split file, for every name it lists (one per line, without suffix)."""
         if self.ann_file:
-            with open(self.ann_file, encoding='utf-8') as f:
-                names = [line.strip() for line in f if line.strip()]
             found = []
-            for name in names:
+            for name in read_split_list(self.ann_file):
                 path = self._find(img_dir, name, suffixes)
                 if path is None:
                     raise FileNotFoundError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -85,7 +86,6 @@ _HASHES: dict = {}
 def content_hash(path, length: int = 12) -> str:
     """``sha256:<first length hex digits>`` of a file's bytes, remembered per (path, size,
     mtime) so a weights file is read once per process."""
-    import hashlib
     path = Path(path)
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)

@@ -30,7 +30,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from .fileio import atomic_path
+from .fileio import atomic_path, content_hash
 
 logger = logging.getLogger('segearth_ov')
 
@@ -291,19 +291,31 @@ def download_clip(arch: str = 'ViT-B-16', tag: str = 'openai') -> str:
     return f'{arch}/{tag} in open_clip\'s cache'
 
 
+def describe_weights(pretrained: Optional[str]) -> str:
+    """What a weights setting is, for results rows and caches: the tag, or a local file's
+    name with its content hash (two files of one name differ), ``none (random)``, or
+    ``<name> (missing)``."""
+    if pretrained is None:
+        return 'none (random)'
+    if not looks_like_path(str(pretrained)):
+        return str(pretrained)
+    name = os.path.basename(str(pretrained))
+    if not os.path.isfile(pretrained):
+        return f'{name} (missing)'
+    return f'{name} {content_hash(pretrained)}'
+
+
 def weights_identity(arch: str, pretrained: Optional[str],
                      quick_gelu: Optional[bool] = None) -> Optional[str]:
-    """A string that changes whenever the CLIP weights (or their activation) do: the
-    content hash of a local file, the open_clip version and tag of a tag; None for random
+    """A string that changes whenever the CLIP weights (or their activation) do
+    (:func:`describe_weights`, with the open_clip version for a tag); None for random
     weights, which are never the same twice."""
     if not pretrained:
         return None
-    if looks_like_path(pretrained):
-        from .fileio import content_hash
-        source = content_hash(pretrained, length=24)
-    else:
+    source = describe_weights(pretrained)
+    if not looks_like_path(pretrained):
         import open_clip
-        source = f'open_clip {open_clip.__version__} {pretrained}'
+        source = f'open_clip {open_clip.__version__} {source}'
     return f'{arch} | {source} | quick_gelu={quick_gelu}'
 
 

@@ -324,7 +324,7 @@ def test_eval_without_clip_weights_says_what_to_do(tmp_path, capsys, monkeypatch
 
 
 def test_weights_are_keyed_by_content(tmp_path):
-    from segearth_ov.evaluation.catalog import describe_weights
+    from segearth_ov.weights import describe_weights
     (tmp_path / 'a').mkdir()
     (tmp_path / 'b').mkdir()
     (tmp_path / 'a' / 'w.pt').write_bytes(b'one')

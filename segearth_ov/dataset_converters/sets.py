@@ -12,6 +12,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 from tqdm import tqdm
 
+from ..datasets import read_split_list
 from .labels import (ISPRS_COLOURS, UAVID_COLOURS, binarize, colour_to_index, crops,
                      isaid_colours)
 from .sources import Source, find_sources, read_mask, read_rgb
@@ -292,21 +293,13 @@ def convert_inria(src: Path, out: Path, writer: OutputWriter, patch: int = 1000,
 WBS_SI_SPLIT = Path(__file__).resolve().parents[2] / 'configs' / 'splits' / 'wbs-si_val.txt'
 
 
-def read_split_file(path: Path, hint: str = '') -> List[str]:
-    """Names, one per line (blank lines skipped), of a split list."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f'split file {path} not found{hint}')
-    return [line.strip() for line in Path(path).read_text(encoding='utf-8').splitlines()
-            if line.strip()]
-
-
 def convert_wbs_si(src: Path, out: Path, writer: OutputWriter,
                    split_file: Path = WBS_SI_SPLIT, threshold: int = 128) -> str:
     """WBS-SI ``Images/<name>.jpg`` and 0/255 JPEG ``Masks/<name>.jpg`` of the names in
     ``split_file`` -> ``Images/<name>.jpg`` (bytes copied) and ``Masks_cvt/<name>.png``
     (``mask >= threshold`` as 0/1; PNG, because a JPEG re-encoding of 0/1 values decodes
     to 0, 1 and 2)."""
-    names = read_split_file(split_file)
+    names = read_split_list(split_file)
     pairs = _pairs(src, r'(?:^|/)Images/([^/]+)\.jpg$', src, r'(?:^|/)Masks/([^/]+)\.jpg$',
                    'WBS-SI', names)
     for name, image_source, mask_source in tqdm(pairs, desc='WBS-SI', unit='image'):
@@ -325,7 +318,7 @@ def convert_openearthmap(src: Path, out: Path, writer: OutputWriter,
     (GeoTIFFs copied unchanged). Listed names absent from the release (its xBD part) are
     skipped and counted."""
     split_file = Path(split_file) if split_file else src / 'val.txt'
-    names = read_split_file(split_file, ' (the OpenEarthMap release ships val.txt at its '
+    names = read_split_list(split_file, ' (the OpenEarthMap release ships val.txt at its '
                                         'top level; pass --split-file)')
     images = {s.name: s for s in find_sources(src, r'(?:^|/)images/[^/]+\.tif$')}
     labels = {s.name: s for s in find_sources(src, r'(?:^|/)labels/[^/]+\.tif$')}

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import os.path as osp
-from typing import Dict, Optional
+from typing import Dict
 
 from mmengine.config import Config
 
-from ..fileio import content_hash
+from ..weights import describe_weights
 
 BINARY_TASKS = {'BuildingDataset': 'building', 'RoadDataset': 'road', 'WaterDataset': 'water'}
 GROUPS = ('optical', 'sar', 'semseg', 'building', 'road', 'water')
@@ -37,17 +37,6 @@ def in_group(name: str, cfg: Config, group: str) -> bool:
     if group == 'optical':
         return task != 'sar'
     return task == group
-
-
-def describe_weights(pretrained: Optional[str]) -> str:
-    """A weights column: the tag, or a file's name with its content hash (two files of one
-    name are different rows), ``none (random)`` or ``<name> (missing)``."""
-    if pretrained is None:
-        return 'none (random)'
-    if not osp.isfile(str(pretrained)):
-        return str(pretrained) if not osp.splitext(str(pretrained))[1] \
-            else f'{osp.basename(str(pretrained))} (missing)'
-    return f'{osp.basename(str(pretrained))} {content_hash(pretrained)}'
 
 
 def _templates(templates) -> str:

@@ -67,8 +67,9 @@ def check_options(cfg: Config, options: dict) -> None:
     ``model.``) not an argument of the model class. Suggests the closest keys."""
     model_cls = MODELS.get(cfg.model.get('type')) if 'model' in cfg else None
     arguments = list(inspect.signature(model_cls).parameters) if model_cls else []
+    tree = cfg.to_dict()
     for key in options:
-        parts, node = key.split('.'), cfg.to_dict()
+        parts, node = key.split('.'), tree
         for depth, part in enumerate(parts):
             model_level = depth == 1 and parts[0] == 'model'
             if isinstance(node, dict) and part in node:

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..fileio import atomic_path
+
 Template = Union[str, Callable[[str], str]]
 logger = logging.getLogger('segearth_ov')
 TEXT_CACHE_ENV = 'SEGEARTH_OV_TEXT_CACHE'  # a folder, or 0 to turn the cache off
@@ -159,7 +161,6 @@ def cached_query_embeddings(clip_model, tokenizer, queries: Sequence[str],
     random weights). Written atomically; an unreadable file is recomputed; a cache that
     cannot be written only costs the next run the encoding.
     """
-    from ..fileio import atomic_path
     folder = text_cache_dir() if folder is None else folder
     if weights_key is None or folder is None:
         return encode_queries(clip_model, tokenizer, queries, templates, progress=progress)
