@@ -31,17 +31,6 @@ DEFAULT = ['no upsampler', 'jbu_one, feature path', 'jbu_one', 'jbu_stack']
 CLASSES = ['road', 'building,roof', 'tree', 'water', 'grass', 'barren']
 
 
-def feature_path(upsampler):
-    """The computation before the low-rank path: features first, then normalise and score."""
-    import torch
-    import torch.nn.functional as F
-
-    def cosine_logits(source, guidance, text):
-        features = F.normalize(upsampler(source, guidance).float(), dim=1)
-        return torch.einsum('bdhw,qd->bqhw', features, text)
-    return cosine_logits
-
-
 def run_one(name, images, device, threads):
     import torch
     torch.set_num_threads(threads)
@@ -77,7 +66,7 @@ def run_one(name, images, device, threads):
 
     model.dense_clip.forward = timed(model.dense_clip.forward, 'clip')
     if model.upsampler is not None:
-        logits = feature_path(model.upsampler) if setting.get('feature_path') \
+        logits = model.upsampler.feature_cosine_logits if setting.get('feature_path') \
             else model.upsampler.cosine_logits
         model.upsampler.cosine_logits = timed(logits, 'upsampler')
     batch = torch.randn(1, 3, 448, 448, device=device)

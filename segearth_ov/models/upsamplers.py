@@ -213,6 +213,12 @@ class _Upsampler(nn.Module):
                            guidance.shape[-2:])
         return x + 0.1 * self.fixup_proj(x)
 
+    def feature_cosine_logits(self, source: Tensor, guidance: Tensor, text: Tensor) -> Tensor:
+        """:meth:`cosine_logits` computed the direct way, by building the ``[B, D, H, W]``
+        upsampled features: the fallback, and what the fast path is measured against."""
+        return torch.einsum('bdhw,qd->bqhw', F.normalize(self(source, guidance).float(), dim=1),
+                            text.float())
+
     def cosine_logits(self, source: Tensor, guidance: Tensor, text: Tensor,
                       chunk: int = 1) -> Tensor:
         """Cosine similarities ``[B, Q, H, W]`` of the upsampled features with ``text``
@@ -229,8 +235,7 @@ class _Upsampler(nn.Module):
         self._check(source, guidance)
         b, d, h, w = source.shape
         if self.training or h * w >= d:
-            return torch.einsum('bdhw,qd->bqhw', F.normalize(self(source, guidance).float(),
-                                                             dim=1), text.float())
+            return self.feature_cosine_logits(source, guidance, text)
         return torch.cat([self._low_rank_logits(source[i:i + chunk], guidance[i:i + chunk],
                                                 text) for i in range(0, b, chunk)])
 
