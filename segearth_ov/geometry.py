@@ -67,3 +67,18 @@ def tile_grid(height: int, width: int, tile: int, overlap: int) -> List[Window]:
     check_tiling(tile, overlap)
     return [(y1, y2, x1, x2) for y1, y2 in tile_spans(height, tile, overlap)
             for x1, x2 in tile_spans(width, tile, overlap)]
+
+
+def core_spans(spans: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    """The part of each span nearer to it than to its neighbours: overlaps are cut in the
+    middle, so the cores of :func:`tile_spans` partition the axis."""
+    cuts = [spans[0][0]] + [(end + start) // 2 for (_, end), (start, _) in
+                            zip(spans, spans[1:])] + [spans[-1][1]]
+    return list(zip(cuts, cuts[1:]))
+
+
+def tile_cores(height: int, width: int, tile: int, overlap: int) -> List[Window]:
+    """The core (:func:`core_spans`) of each tile of :func:`tile_grid`, in the same order."""
+    check_tiling(tile, overlap)
+    return [(y1, y2, x1, x2) for y1, y2 in core_spans(tile_spans(height, tile, overlap))
+            for x1, x2 in core_spans(tile_spans(width, tile, overlap))]

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ def test_geotiff_keeps_georeferencing_and_areas_add_up(segmenter, tmp_path):
         assert colours[index][:3] == tuple(int(c) for c in colour)
     counts = np.bincount(labels.ravel(), minlength=4)
     on_disk = json.loads((tmp_path / 'out' / 'scene.tif.json').read_text())
-    assert on_disk == summary
+    assert on_disk == {k: v for k, v in summary.items() if k != 'seconds'}
     assert [c['pixels'] for c in summary['classes']] == counts.tolist()
     assert [c['area_m2'] for c in summary['classes']] == [n * 0.25 for n in counts]
     assert summary['crs'] == 'EPSG:32632' and summary['tiles'] == len(tile_grid(200, 300, 128,
@@ -135,8 +136,14 @@ def test_cli_errors_keep_other_outputs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1
     assert 'missing.tif not found' in err and 'cannot read' in err and 'corrupt.tif' in err
-    assert sorted(p.name for p in out.iterdir()) == ['good.tif.json', 'good.tif.labels.tif',
-                                                     'good.tif.overlay.png']
+    assert sorted(p.name for p in out.iterdir()) == [
+        '.segearth_ov', 'good.tif.json', 'good.tif.labels.tif', 'good.tif.overlay.png',
+        'index.json', 'manifest.json']
+    manifest = json.loads((out / 'manifest.json').read_text())
+    assert (manifest['done'], manifest['failed']) == (1, 2)
+    failed = {Path(e['input']).name: e['error'] for e in manifest['inputs']
+              if e['status'] == 'failed'}
+    assert 'not found' in failed['missing.tif'] and 'cannot read' in failed['corrupt.tif']
 
 
 @pytest.mark.parametrize('extra,message', [

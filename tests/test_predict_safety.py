@@ -36,8 +36,14 @@ def segmenter():
                               tile=64, overlap=16)
 
 
+RUN_FILES = ('manifest.json', 'index.json')  # and the manifest parts in .segearth_ov/
+
+
 def names(folder):
-    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob('*') if p.is_file())
+    """The per-input outputs under ``folder`` (not the run's manifest and index)."""
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob('*') if p.is_file()
+                  and p.relative_to(folder).parts[0] != '.segearth_ov' and
+                  str(p.relative_to(folder)) not in RUN_FILES)
 
 
 # --- outputs that cannot collide, and reruns ---------------------------------------------------
@@ -65,12 +71,13 @@ def test_outputs_are_never_inputs_and_reruns_skip(tmp_path, capsys):
     write_geotiff(data / 'a.tif', smooth_scene(30, 40))
     out = data / 'results'  # inside the input folder
     assert predict(data, '--out', out) == 0
-    first = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    first = {p: p.stat().st_mtime_ns for p in out.iterdir() if p.name in names(out)}
     assert predict(data, '--out', out) == 0
     printed = capsys.readouterr().out
     assert 'done earlier with the same settings' in printed and '1 of 1 inputs were already' \
         in printed
-    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == first  # nothing rewritten
+    # no result rewritten (the run's manifest and index are)
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir() if p.name in names(out)} == first
     assert predict(data, '--out', out, '--overwrite') == 0
     assert all(p.stat().st_mtime_ns != first[p] for p in first if p.suffix == '.json')
     assert predict(data / 'results' / 'a.tif.labels.tif', '--out', out) == 2
@@ -248,8 +255,8 @@ def test_outputs_follow_the_umask(tmp_path):
         assert predict(tmp_path / 'a.tif', '--out', tmp_path / 'out') == 0
     finally:
         os.umask(old)
-    for path in (tmp_path / 'out').iterdir():
-        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    for path in (tmp_path / 'out').rglob('*'):
+        assert stat.S_IMODE(path.stat().st_mode) == (0o755 if path.is_dir() else 0o644), path
 
 
 # --- user errors: one paragraph, no traceback ---------------------------------------------------

@@ -1,20 +1,28 @@
-"""Tile probabilities blended across overlaps, released cell by cell.
+"""Scene tiles through the model: probabilities blended across overlaps and released
+cell by cell, or (for vocabularies too large to hold per pixel) the top class of each tile's
+core.
 
 Peak memory depends on the tile size: a scene is read one tile at a time, and blended
 probabilities are kept only for the cells of the scene still waiting for a neighbouring
-tile (at most one tile row plus an ``overlap``-high strip of the scene width).
+tile (at most one tile row plus an ``overlap``-high strip of the scene width). Tiles a
+``keep`` predicate rejects (outside an area of interest) are not computed: cells no kept
+tile covers come out as ``None``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..geometry import Window, check_tiling, tile_grid
+from ..geometry import Window, check_tiling, tile_cores, tile_grid
 
 # [B, h, w, 3] uint8 RGB tiles -> [B, C, h, w] float32 class probabilities
 ProbabilityFn = Callable[[np.ndarray], np.ndarray]
+# [B, h, w, 3] uint8 RGB tiles -> per tile (labels [h, w], top probability [h, w] float32)
+TopClassFn = Callable[[np.ndarray], List[Tuple[np.ndarray, np.ndarray]]]
+# whether a tile is computed at all
+KeepFn = Callable[[Window], bool]
 
 
 def edge_ramp(start: int, end: int, size: int, overlap: int) -> np.ndarray:
@@ -33,8 +41,8 @@ def edge_ramp(start: int, end: int, size: int, overlap: int) -> np.ndarray:
 
 @dataclass
 class _Cell:
-    num: np.ndarray   # [C, h, w] sum of weight * probability
-    den: np.ndarray   # [h, w] sum of weights
+    num: Optional[np.ndarray] = None  # [C, h, w] sum of weight * probability
+    den: Optional[np.ndarray] = None  # [h, w] sum of weights
     seen: int = 0
 
 
@@ -61,35 +69,70 @@ class TileBlender:
         cols = range(self.x_cuts.index(x1), self.x_cuts.index(x2))
         return ((r, c) for r in rows for c in cols)
 
-    def add(self, window: Window, probs: np.ndarray) -> List[Tuple[Window, np.ndarray]]:
-        """Add tile probabilities ``[C, h, w]``; returns the released cells as
-        ``(window, blended probabilities [C, h', w'])``."""
+    def add(self, window: Window, probs: Optional[np.ndarray]
+            ) -> List[Tuple[Window, Optional[np.ndarray]]]:
+        """Add tile probabilities ``[C, h, w]`` (``None``: a tile that was not computed);
+        returns the released cells as ``(window, blended probabilities [C, h', w'])``, or
+        ``None`` for a cell that no computed tile covers."""
         y1, y2, x1, x2 = window
-        weight = np.outer(edge_ramp(y1, y2, self.height, self.overlap),
-                          edge_ramp(x1, x2, self.width, self.overlap))
+        if probs is not None:
+            weight = np.outer(edge_ramp(y1, y2, self.height, self.overlap),
+                              edge_ramp(x1, x2, self.width, self.overlap))
         released = []
         for r, c in self._cells(y1, y2, x1, x2):
             cy1, cy2 = self.y_cuts[r], self.y_cuts[r + 1]
             cx1, cx2 = self.x_cuts[c], self.x_cuts[c + 1]
-            w = weight[cy1 - y1:cy2 - y1, cx1 - x1:cx2 - x1]
-            p = probs[:, cy1 - y1:cy2 - y1, cx1 - x1:cx2 - x1]
-            cell = self.pending.get((r, c))
-            if cell is None:
-                cell = self.pending[(r, c)] = _Cell(np.zeros(p.shape, np.float32),
-                                                    np.zeros(w.shape, np.float32))
-            cell.num += p * w
-            cell.den += w
+            cell = self.pending.setdefault((r, c), _Cell())
+            if probs is not None:
+                w = weight[cy1 - y1:cy2 - y1, cx1 - x1:cx2 - x1]
+                p = probs[:, cy1 - y1:cy2 - y1, cx1 - x1:cx2 - x1]
+                if cell.num is None:
+                    cell.num = np.zeros(p.shape, np.float32)
+                    cell.den = np.zeros(w.shape, np.float32)
+                cell.num += p * w
+                cell.den += w
             cell.seen += 1
             if cell.seen == self.expected[(r, c)]:
                 del self.pending[(r, c)]
-                released.append(((cy1, cy2, cx1, cx2), cell.num / cell.den))
+                released.append(((cy1, cy2, cx1, cx2),
+                                 None if cell.num is None else cell.num / cell.den))
         return released
 
 
+def _tile_outputs(scene, tiles: Sequence[Window], fn, scale: float, batch_size: int,
+                  progress=None, keep: Optional[KeepFn] = None):
+    """``(window, fn's output for the tile)`` for every tile, ``None`` for the tiles ``keep``
+    rejects (given first). Tiles are read resampled by ``scale``, ``batch_size`` at a time;
+    outputs are at the model's size (the caller resizes them back)."""
+    kept = [t for t in tiles if keep is None or keep(t)]
+    kept_set = set(kept)
+    skipped = len(tiles) - len(kept)
+    for window in tiles:
+        if window not in kept_set:
+            yield window, None
+    if skipped and progress is not None:
+        progress(skipped)
+    for start in range(0, len(kept), batch_size):
+        group = kept[start:start + batch_size]
+        model_shapes = [(max(1, round((y2 - y1) * scale)), max(1, round((x2 - x1) * scale)))
+                        for y1, y2, x1, x2 in group]
+        images = [scene.read(window, None if scale == 1 else shape)
+                  for window, shape in zip(group, model_shapes)]
+        if len(set(model_shapes)) == 1:
+            outputs = list(fn(np.stack(images)))
+        else:  # only when the scene is smaller than a tile along one axis
+            outputs = [fn(image[None])[0] for image in images]
+        yield from zip(group, outputs)
+        if progress is not None:
+            progress(len(group))
+
+
 def blended_probabilities(scene, prob_fn: ProbabilityFn, tile: int, overlap: int,
-                          scale: float = 1.0, batch_size: int = 1, progress=None
-                          ) -> Iterator[Tuple[Window, np.ndarray]]:
-    """Yield ``(window, probabilities [C, h, w])`` covering the scene exactly once.
+                          scale: float = 1.0, batch_size: int = 1, progress=None,
+                          keep: Optional[KeepFn] = None
+                          ) -> Iterator[Tuple[Window, Optional[np.ndarray]]]:
+    """Yield ``(window, probabilities [C, h, w])`` covering the scene exactly once
+    (``None`` where only tiles that ``keep`` rejects fall).
 
     Tiles of ``tile`` scene pixels are read (resampled by ``scale`` for the model, the
     probabilities resized back), run ``batch_size`` at a time, and blended in the overlaps.
@@ -99,21 +142,40 @@ def blended_probabilities(scene, prob_fn: ProbabilityFn, tile: int, overlap: int
     check_tiling(tile, overlap, scale, batch_size)
     tiles = tile_grid(scene.height, scene.width, tile, overlap)
     blender = TileBlender(scene.height, scene.width, tiles, overlap)
-    for start in range(0, len(tiles), batch_size):
-        group = tiles[start:start + batch_size]
-        shapes = [(y2 - y1, x2 - x1) for y1, y2, x1, x2 in group]
-        model_shapes = [(max(1, round(h * scale)), max(1, round(w * scale)))
-                        for h, w in shapes]
-        images = [scene.read(window, None if scale == 1 else shape)
-                  for window, shape in zip(group, model_shapes)]
-        if len(set(model_shapes)) == 1:
-            probs = list(prob_fn(np.stack(images)))
-        else:  # only when the scene is smaller than a tile along one axis
-            probs = [prob_fn(image[None])[0] for image in images]
-        for window, shape, p in zip(group, shapes, probs):
-            if p.shape[-2:] != shape:
-                p = F.interpolate(torch.from_numpy(np.ascontiguousarray(p))[None], shape,
-                                  mode='bilinear', align_corners=False)[0].numpy()
-            yield from blender.add(window, p)
-        if progress is not None:
-            progress(len(group))
+    for window, p in _tile_outputs(scene, tiles, prob_fn, scale, batch_size, progress, keep):
+        shape = (window[1] - window[0], window[3] - window[2])
+        if p is not None and p.shape[-2:] != shape:
+            p = F.interpolate(torch.from_numpy(np.ascontiguousarray(p))[None], shape,
+                              mode='bilinear', align_corners=False)[0].numpy()
+        yield from blender.add(window, p)
+
+
+def top_class_cores(scene, top_fn: TopClassFn, tile: int, overlap: int, scale: float = 1.0,
+                    batch_size: int = 1, progress=None, keep: Optional[KeepFn] = None
+                    ) -> Iterator[Tuple[Window, Optional[Tuple[np.ndarray, np.ndarray]]]]:
+    """Yield ``(core window, (labels [h, w], top probability [h, w]))`` covering the scene
+    exactly once: each pixel is taken from the tile whose centre is nearest (overlaps are
+    cut in the middle, :func:`~segearth_ov.geometry.core_spans`), since a vocabulary of
+    thousands of classes cannot be blended per class. ``None`` for tiles ``keep`` rejects.
+    """
+    import torch
+    import torch.nn.functional as F
+    check_tiling(tile, overlap, scale, batch_size)
+    tiles = tile_grid(scene.height, scene.width, tile, overlap)
+    cores = dict(zip(tiles, tile_cores(scene.height, scene.width, tile, overlap)))
+    for window, out in _tile_outputs(scene, tiles, top_fn, scale, batch_size, progress, keep):
+        core = cores[window]
+        if out is None:
+            yield core, None
+            continue
+        y1, y2, x1, x2 = window
+        labels, probs = out
+        if labels.shape != (y2 - y1, x2 - x1):
+            shape = (y2 - y1, x2 - x1)
+            labels = F.interpolate(torch.from_numpy(labels.astype(np.float32))[None, None],
+                                   shape, mode='nearest')[0, 0].numpy().astype(labels.dtype)
+            probs = F.interpolate(torch.from_numpy(probs)[None, None], shape,
+                                  mode='bilinear', align_corners=False)[0, 0].numpy()
+        cy1, cy2, cx1, cx2 = core
+        crop = (slice(cy1 - y1, cy2 - y1), slice(cx1 - x1, cx2 - x1))
+        yield core, (labels[crop], probs[crop])

@@ -102,6 +102,24 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument('--no-cache', action='store_true',
                          help='do not read or write the text-embedding cache '
                               '(~/.cache/segearth_ov/text; SEGEARTH_OV_TEXT_CACHE moves it)')
+    gis = predict.add_argument_group('GIS outputs')
+    gis.add_argument('--vector', choices=['gpkg', 'geojson'],
+                     help='also write a polygon layer: one feature per connected region, with '
+                          'class id, name and area')
+    gis.add_argument('--min-area', type=float, default=0.0,
+                     help='drop polygons smaller than this (m^2 in a metric CRS, else pixels)')
+    gis.add_argument('--simplify', type=float, default=0.0,
+                     help='simplify polygon outlines by this tolerance in map units')
+    gis.add_argument('--no-cog', action='store_true',
+                     help='write plain tiled GeoTIFFs instead of Cloud-Optimized GeoTIFFs')
+    gis.add_argument('--confidence', action='store_true',
+                     help='also write the winning class\'s probability (uint8, p * 254; 255 '
+                          'is no data)')
+    gis.add_argument('--aoi', help='vector file (any CRS): compute only tiles touching it; '
+                                   'pixels outside are no data')
+    predict.add_argument('--class-chunk', type=int, default=256,
+                         help='vocabularies larger than this are scored this many classes at '
+                              'a time, with bounded memory')
     predict.add_argument('--overwrite', action='store_true',
                          help='recompute inputs whose outputs exist (by default a rerun with '
                               'the same settings skips them, and other settings are refused)')
@@ -121,9 +139,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _process_group():
+    """``(rank, world size, local rank)`` under torchrun (a gloo group, used for one final
+    barrier), else ``(0, 1, 0)``."""
+    world = int(os.environ.get('WORLD_SIZE', '1'))
+    if world == 1:
+        return 0, 1, 0
+    import datetime
+
+    import torch.distributed as dist
+    if not dist.is_initialized():  # a region run may keep a process busy for days
+        dist.init_process_group('gloo', timeout=datetime.timedelta(days=7))
+    return dist.get_rank(), world, int(os.environ.get('LOCAL_RANK', '0'))
+
+
+def _device(requested: Optional[str], local_rank: int, world: int) -> Optional[str]:
+    import torch
+    if world > 1 and requested != 'cpu' and torch.cuda.is_available():
+        return f'cuda:{local_rank % torch.cuda.device_count()}'
+    return requested
+
+
 def _predict(args) -> int:
     from ..models.text import ClassQueries, read_class_names
     from .inference import OpenVocabSegmenter
+    from .outputs import OutputOptions
+    from .run_index import ManifestPart, read_parts, write_manifest, write_stac_index
     out = Path(args.out)
     try:
         classes = read_class_names(args.names) if args.names else \
@@ -131,27 +172,40 @@ def _predict(args) -> int:
         writable_folder(out)
         inputs = expand_inputs(args.inputs, out)
         check_tiling(args.tile, args.overlap, args.scale, args.batch_size)
+        outputs = OutputOptions(vector=args.vector, min_area=args.min_area,
+                                simplify=args.simplify, cog=not args.no_cog,
+                                confidence=args.confidence, aoi=args.aoi)
         options = {} if args.prob_thd is None else dict(prob_thd=args.prob_thd)
         if args.no_cache:
             options['text_cache'] = False
+        rank, world, local_rank = _process_group()
         segmenter = OpenVocabSegmenter(
             classes, config=args.config, clip=args.clip, pretrained=args.pretrained,
             upsampler=args.upsampler, upsampler_checkpoint=args.upsampler_checkpoint,
-            device=args.device, batch_size=args.batch_size, tile=args.tile,
-            overlap=args.overlap, scale=args.scale, bands=args.bands, **options)
+            device=_device(args.device, local_rank, world), batch_size=args.batch_size,
+            tile=args.tile, overlap=args.overlap, scale=args.scale, bands=args.bands,
+            class_chunk=args.class_chunk, outputs=outputs, **options)
     except USER_ERRORS as error:
         report(error, args.debug)
         return 2
+    mine = inputs[rank::world]  # the same split in every process; each input has one owner
+    manifest = ManifestPart(out, rank)
     failed, skipped = 0, 0
-    for path, relative in inputs:
+    for path, relative in mine:
+        entry = dict(input=str(path), id=str(relative))
         try:
             summary = segmenter.predict_file(path, out / relative.parent,
                                              progress=not args.quiet, name=relative.name,
                                              overwrite=args.overwrite)
         except Exception as error:  # one bad input must not cost the others their results
             failed += 1
+            manifest.record(**entry, status='failed', error=str(error))
             report(error, args.debug, prefix=f'error: {path}')
             continue
+        done = segmenter.output_paths(out / relative.parent, relative.name)['json']
+        manifest.record(**entry, status='skipped' if summary.get('skipped') else 'done',
+                        summary=str(done), outputs=summary['outputs'],
+                        seconds=summary.get('seconds'))
         if summary.get('skipped'):
             skipped += 1
             print(f'{path}: done earlier with the same settings -> {summary["labels"]} '
@@ -161,10 +215,20 @@ def _predict(args) -> int:
         shares = ', '.join(f'{c["name"]} {100 * c["fraction"]:.1f}%' for c in top)
         print(f'{path}: {summary["width"]}x{summary["height"]}, {summary["tiles"]} tiles in '
               f'{summary["seconds"]:.1f} s -> {summary["labels"]} ({shares})')
+    manifest.close()
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+    if rank == 0:
+        entries = read_parts(out, world)
+        print(f'manifest: {write_manifest(out, entries, segmenter.settings, world)}; '
+              f'index: {write_stac_index(out, entries)}')
     if skipped:
-        print(f'{skipped} of {len(inputs)} inputs were already done')
+        print(f'{skipped} of {len(mine)} inputs were already done')
+    if world > 1:
+        dist.destroy_process_group()
     if failed:
-        print(f'{failed} of {len(inputs)} inputs failed; the outputs of the others are in '
+        print(f'{failed} of {len(mine)} inputs failed; the outputs of the others are in '
               f'{out}', file=sys.stderr)
         return 1
     return 0

@@ -5,20 +5,24 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from ..fileio import atomic_path, stale_temporaries, writable_folder
+from ..geometry import Window, check_tiling, tile_grid
 from ..models.postprocess import threshold_to_background
 from ..models.text import ClassQueries
-from ..weights import clip_patch_size, resolve_clip, resolve_upsampler
-from ..geometry import check_tiling, tile_grid
 from ..visualize import class_palette, overlay_with_legend
-from .blending import blended_probabilities
-from .label_maps import LabelWriter, label_dtype, nodata_label, read_labels_preview
+from ..weights import clip_patch_size, resolve_clip, resolve_upsampler
+from .aoi import AreaOfInterest
+from .blending import blended_probabilities, top_class_cores
+from .label_maps import (CONFIDENCE_NODATA, BandWriter, LabelWriter, confidence_to_uint8,
+                         label_dtype, nodata_label, read_labels_preview)
+from .outputs import OutputOptions, output_paths
 from .scenes import ArrayScene, RasterScene, raster_session
+from .vectorize import vectorize_labels
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +60,10 @@ class OpenVocabSegmenter:
         tile, overlap: tile size and overlap in input pixels (files and large arrays).
         scale: resampling factor applied to the scene before the model.
         bands: 1-based bands to read, in R, G, B order (multispectral inputs).
+        class_chunk: vocabularies of more classes than this are scored this many classes
+            at a time (bounded memory; each pixel then comes from its nearest tile instead
+            of a blend of the overlapping tiles).
+        outputs: :class:`OutputOptions` (polygons, COG, confidence, area of interest).
         **model_options: any other ``SegEarthOV`` argument (``prob_thd``, ``attention``...).
     """
 
@@ -63,10 +71,15 @@ class OpenVocabSegmenter:
                  pretrained: Optional[str] = 'auto', upsampler: str = 'auto',
                  upsampler_checkpoint: Optional[str] = None, device: Optional[str] = None,
                  batch_size: int = 4, tile: int = 1024, overlap: int = 128, scale: float = 1.0,
-                 bands: Optional[Sequence[int]] = None, **model_options):
+                 bands: Optional[Sequence[int]] = None, class_chunk: int = 256,
+                 outputs: OutputOptions = OutputOptions(), **model_options):
         from ..models import SegEarthOV
         check_tiling(tile, overlap, scale, batch_size)  # before anything heavy is built
-        if device == 'cuda' and not torch.cuda.is_available():
+        if class_chunk < 1:
+            raise ValueError(f'--class-chunk must be >= 1, got {class_chunk}')
+        self.outputs = outputs
+        self.aoi = AreaOfInterest(outputs.aoi) if outputs.aoi else None
+        if str(device or '').startswith('cuda') and not torch.cuda.is_available():
             raise ValueError('--device cuda: torch sees no CUDA device here (a CPU-only '
                              'machine, or a driver problem); use --device cpu')
         self.class_queries = ClassQueries.parse(classes)
@@ -89,6 +102,7 @@ class OpenVocabSegmenter:
         self.device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
         self.batch_size, self.tile, self.overlap, self.scale = batch_size, tile, overlap, scale
         self.bands = list(bands) if bands else None
+        self.class_chunk = class_chunk
         self.model = SegEarthOV(clip=clip_cfg, classes=self.class_queries, **options
                                 ).to(self.device).eval()
         self.palette = class_palette(len(self.class_lines))
@@ -96,12 +110,18 @@ class OpenVocabSegmenter:
         # what a finished output was computed with: a rerun with equal settings skips it
         self.settings = json.loads(json.dumps(dict(
             classes=self.class_lines, clip=clip_cfg['arch'], weights=self.weights_source,
-            model=options, tile=tile, overlap=overlap, scale=scale, bands=self.bands),
-            default=str))
+            model=options, tile=tile, overlap=overlap, scale=scale, bands=self.bands,
+            class_chunk=class_chunk if self.large_vocabulary else None,
+            outputs=outputs.settings(self.aoi.hash if self.aoi else None)), default=str))
 
     @property
     def num_classes(self) -> int:
         return len(self.class_lines)
+
+    @property
+    def large_vocabulary(self) -> bool:
+        """Whether the classes are scored in chunks (:meth:`top_classes`)."""
+        return self.num_classes > self.class_chunk
 
     # ------------------------------------------------------------------ model on tiles
     def probabilities(self, tiles: np.ndarray) -> np.ndarray:
@@ -112,6 +132,16 @@ class OpenVocabSegmenter:
         samples = self.model.predict(batch)
         return np.stack([s.seg_logits.data.float().cpu().numpy() for s in samples])
 
+    def top_classes(self, tiles: np.ndarray) -> List[Tuple[np.ndarray, np.ndarray]]:
+        """``[B, h, w, 3]`` uint8 RGB -> per tile ``(labels [h, w], top probability [h, w])``,
+        scored ``class_chunk`` classes at a time (no per-class map of the vocabulary)."""
+        inputs = [torch.from_numpy(np.ascontiguousarray(tile[..., ::-1])).permute(2, 0, 1)
+                  for tile in tiles]
+        batch = self.model.data_preprocessor(dict(inputs=inputs))['inputs'].to(self.device)
+        dtype = label_dtype(self.num_classes)
+        return [(labels.cpu().numpy().astype(dtype), probs.float().cpu().numpy())
+                for labels, probs in self.model.top_classes(batch, self.class_chunk)]
+
     def labels_from_probabilities(self, probs: np.ndarray) -> np.ndarray:
         """``[C, h, w]`` -> ``[h, w]`` class indices (uint8, or uint16 beyond 255 classes),
         with the model's background threshold."""
@@ -119,11 +149,37 @@ class OpenVocabSegmenter:
                                          self.model.bg_idx)
         return labels.numpy().astype(label_dtype(self.num_classes))
 
-    def _window_labels(self, scene, window, probs: np.ndarray) -> np.ndarray:
-        """Labels of one blended window, no-data pixels set to :attr:`nodata`."""
-        labels = self.labels_from_probabilities(probs)
-        labels[~scene.valid(window)] = self.nodata
-        return labels
+    def scene_labels(self, scene, progress=None, area=None
+                     ) -> Iterator[Tuple[Window, np.ndarray, np.ndarray]]:
+        """``(window, labels [h, w], confidence [h, w] uint8)`` covering ``scene`` once:
+        probabilities blended across tile overlaps (or, for a large vocabulary, each pixel's
+        nearest tile). No-data pixels, pixels outside ``area`` (a
+        :class:`~segearth_ov.apis.aoi.SceneArea`) and skipped tiles get :attr:`nodata` and
+        confidence 255."""
+        keep = area.touches if area is not None else None
+        dtype = label_dtype(self.num_classes)
+        if self.large_vocabulary:
+            results = top_class_cores(scene, self.top_classes, self.tile, self.overlap,
+                                      self.scale, self.batch_size, progress, keep)
+        else:
+            results = ((window, None if probs is None else
+                        (self.labels_from_probabilities(probs), probs.max(axis=0)))
+                       for window, probs in blended_probabilities(
+                           scene, self.probabilities, self.tile, self.overlap, self.scale,
+                           self.batch_size, progress, keep))
+        for window, result in results:
+            y1, y2, x1, x2 = window
+            if result is None:
+                yield (window, np.full((y2 - y1, x2 - x1), self.nodata, dtype),
+                       np.full((y2 - y1, x2 - x1), CONFIDENCE_NODATA, np.uint8))
+                continue
+            labels, confidence = result[0].copy(), confidence_to_uint8(result[1])
+            valid = scene.valid(window)
+            if area is not None:
+                valid &= area.inside(window)
+            labels[~valid] = self.nodata
+            confidence[~valid] = CONFIDENCE_NODATA
+            yield window, labels, confidence
 
     # ------------------------------------------------------------------------- arrays
     def __call__(self, image: np.ndarray) -> np.ndarray:
@@ -132,23 +188,14 @@ class OpenVocabSegmenter:
         indices (uint16 beyond 255 classes); NaN or infinite pixels get :attr:`nodata`."""
         scene = ArrayScene(image, self.bands)
         labels = np.zeros((scene.height, scene.width), label_dtype(self.num_classes))
-        for window, probs in blended_probabilities(
-                scene, self.probabilities, self.tile, self.overlap, self.scale,
-                self.batch_size):
-            y1, y2, x1, x2 = window
-            labels[y1:y2, x1:x2] = self._window_labels(scene, window, probs)
+        for (y1, y2, x1, x2), window_labels, _ in self.scene_labels(scene):
+            labels[y1:y2, x1:x2] = window_labels
         return labels
 
     # -------------------------------------------------------------------------- files
-    @staticmethod
-    def output_paths(out_dir, name: str) -> Dict[str, Path]:
-        """Where the outputs of an input named ``name`` (a file name with its suffix, so
-        ``t.png`` and ``t.tif`` do not collide) go: ``<name>.labels.tif`` (georeferenced
-        inputs) or ``<name>.labels.png``, ``<name>.overlay.png`` and ``<name>.json``."""
-        out_dir = Path(out_dir)
-        return dict(labels_tif=out_dir / f'{name}.labels.tif',
-                    labels_png=out_dir / f'{name}.labels.png',
-                    overlay=out_dir / f'{name}.overlay.png', json=out_dir / f'{name}.json')
+    def output_paths(self, out_dir, name: str) -> Dict[str, Path]:
+        """:func:`~segearth_ov.apis.outputs.output_paths` with this segmenter's outputs."""
+        return output_paths(out_dir, name, self.outputs)
 
     def finished(self, out_dir, name: str) -> Optional[dict]:
         """The summary of a finished output computed with this segmenter's settings, or
@@ -163,19 +210,21 @@ class OpenVocabSegmenter:
             raise FileExistsError(f'{path} holds a result computed with other settings; pass '
                                   f'--overwrite (overwrite=True) to replace it, or choose '
                                   f'another output folder')
-        outputs = [summary.get('labels'), summary.get('overlay')]
-        return summary if all(p and Path(p).is_file() for p in outputs) else None
+        written = [p for p in summary.get('outputs', {}).values() if p]
+        return summary if written and all(Path(p).is_file() for p in written) else None
 
     def predict_file(self, path, out_dir, progress: bool = True, overlay_side: int = 2048,
                      name: Optional[str] = None, overwrite: bool = False) -> dict:
         """Segment one image file of any size into :meth:`output_paths` (``name`` defaults
-        to the file's name): the label map (GeoTIFF with the input's georeferencing, a colour
-        table and the no-data label, or PNG), an overlay (at most ``overlay_side`` pixels on
-        the long side, with a legend) and the JSON summary of class areas, written last.
+        to the file's name): the label map (a Cloud-Optimized GeoTIFF with the input's
+        georeferencing, a colour table and the no-data label, or PNG), an overlay (at most
+        ``overlay_side`` pixels on the long side, with a legend), the outputs of
+        :class:`OutputOptions` and the JSON summary of class areas, written last.
 
         A finished output with the same settings is returned as it is (``skipped`` set)
         unless ``overwrite``; one with other settings is refused. If the run fails, the
-        outputs it started are removed. Returns the JSON summary.
+        outputs it started are removed. Returns the JSON summary plus ``seconds`` (kept out
+        of the file, so equal runs write equal files).
         """
         path, out_dir = Path(path), Path(out_dir)
         name = name or path.name
@@ -192,8 +241,9 @@ class OpenVocabSegmenter:
             with raster_session():
                 return self._predict_file(path, outputs, progress, overlay_side)
         except BaseException:
-            for key in ('labels_tif', 'labels_png', 'overlay'):
-                outputs[key].unlink(missing_ok=True)
+            for key, output in outputs.items():
+                if key != 'json':
+                    output.unlink(missing_ok=True)
             raise
 
     def _predict_file(self, path: Path, outputs: Dict[str, Path], progress: bool,
@@ -201,30 +251,44 @@ class OpenVocabSegmenter:
         from tqdm import tqdm
         scene = RasterScene(path, self.bands)
         try:
-            label_path = outputs['labels_tif' if scene.georeferenced else 'labels_png']
+            area = self.aoi.for_scene(scene) if self.aoi is not None else None
+            kind = 'tif' if scene.georeferenced else 'png'
+            written = dict(labels=outputs[f'labels_{kind}'], overlay=outputs['overlay'])
             outputs['json'].unlink(missing_ok=True)  # replaced: stale until rewritten
-            writer = LabelWriter(label_path, scene, self.palette)
+            writers = [LabelWriter(written['labels'], scene, self.palette, self.outputs.cog)]
+            if self.outputs.confidence:
+                written['confidence'] = outputs[f'confidence_{kind}']
+                writers.append(BandWriter(written['confidence'], scene, np.uint8,
+                                          CONFIDENCE_NODATA, cog=self.outputs.cog,
+                                          overview_resampling='average'))
             count = len(tile_grid(scene.height, scene.width, self.tile, self.overlap))
             start = time.perf_counter()
             with tqdm(total=count, desc=path.name, unit='tile', disable=not progress) as bar:
                 try:
-                    for window, probs in blended_probabilities(
-                            scene, self.probabilities, self.tile, self.overlap, self.scale,
-                            self.batch_size, bar.update):
-                        writer.write(window, self._window_labels(scene, window, probs))
-                    writer.close()
+                    for window, labels, confidence in self.scene_labels(scene, bar.update,
+                                                                         area):
+                        for writer, values in zip(writers, (labels, confidence)):
+                            writer.write(window, values)
+                    for writer in writers:
+                        writer.close()
                 except BaseException:
-                    writer.abort()
+                    for writer in writers:
+                        writer.abort()
                     raise
-            seconds = time.perf_counter() - start
-            self._overlay(scene, label_path, outputs['overlay'], overlay_side)
-            summary = self._summary(path, scene, label_path, outputs['overlay'], writer.counts,
-                                    count, seconds)
+            self._overlay(scene, written['labels'], outputs['overlay'], overlay_side)
+            features = None
+            if self.outputs.vector:
+                written['vector'] = outputs['vector']
+                features = vectorize_labels(written['labels'], outputs['vector'],
+                                            self.class_names, self.outputs.vector,
+                                            self.outputs.min_area, self.outputs.simplify,
+                                            progress=progress)
+            summary = self._summary(path, scene, written, writers[0].counts, count, features)
         finally:
             scene.close()
         with atomic_path(outputs['json']) as tmp:
             tmp.write_text(json.dumps(summary, indent=2))
-        return summary
+        return dict(summary, seconds=round(time.perf_counter() - start, 3))
 
     def _overlay(self, scene, label_path: Path, overlay_path: Path, side: int) -> None:
         factor = min(1.0, side / max(scene.height, scene.width))
@@ -238,7 +302,7 @@ class OpenVocabSegmenter:
         with atomic_path(overlay_path) as tmp:
             image.save(tmp, format='PNG')
 
-    def _summary(self, path, scene, label_path, overlay_path, counts, tiles, seconds) -> dict:
+    def _summary(self, path, scene, written, counts, tiles, features) -> dict:
         total = int(counts.sum())
         area = scene.pixel_area_m2()
         classes = [dict(name=name, synonyms=line, pixels=int(n),
@@ -246,14 +310,17 @@ class OpenVocabSegmenter:
                         area_m2=None if area is None else round(int(n) * area, 3))
                    for name, line, n in zip(self.class_names, self.class_lines, counts)]
         return dict(
-            input=str(path), labels=str(label_path), overlay=str(overlay_path),
+            input=str(path), labels=str(written['labels']), overlay=str(written['overlay']),
+            outputs={key: str(p) for key, p in written.items()},
             width=scene.width, height=scene.height,
             crs=scene.crs.to_string() if scene.georeferenced else None,
+            transform=list(scene.transform)[:6] if scene.georeferenced else None,
+            bounds=list(scene.bounds()) if scene.georeferenced else None,
             pixel_area_m2=area,
             area_note=None if area is not None else
             'no projected CRS in metres: areas are given in pixels only',
             bands=scene.bands, stretched=scene.limits is not None, tile=self.tile,
-            overlap=self.overlap, scale=self.scale, tiles=tiles,
-            seconds=round(seconds, 3), clip_weights=self.weights_source or 'RANDOM',
-            nodata_label=self.nodata, nodata_pixels=scene.width * scene.height - total,
-            classes=classes, settings=self.settings)
+            overlap=self.overlap, scale=self.scale, tiles=tiles, polygons=features,
+            clip_weights=self.weights_source or 'RANDOM', nodata_label=self.nodata,
+            nodata_pixels=scene.width * scene.height - total, classes=classes,
+            palette=self.palette.tolist(), settings=self.settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -24,47 +24,66 @@ def nodata_label(num_classes: int) -> int:
     return int(np.iinfo(label_dtype(num_classes)).max)
 
 
-class LabelWriter:
-    """A single-band label map written window by window: a tiled GeoTIFF with the input's
-    CRS, transform, a colour table and the no-data label declared when ``scene`` is
-    georeferenced, else a PNG (held in memory until ``close``). uint8 up to 255 classes,
-    uint16 beyond (:func:`label_dtype`); no-data pixels hold :func:`nodata_label` and are not
-    counted. Written under a temporary name and renamed by ``close``, so a failed run leaves
-    no partial file."""
+# the confidence raster: the winning class's probability p stored as round(p * 254)
+CONFIDENCE_SCALE = 254
+CONFIDENCE_NODATA = 255
 
-    def __init__(self, path: Path, scene, palette: np.ndarray):
+
+def confidence_to_uint8(probs: np.ndarray) -> np.ndarray:
+    """Probabilities ``[h, w]`` in [0, 1] -> uint8 ``round(p * 254)``; 255 is no data."""
+    return np.rint(np.clip(probs, 0, 1) * CONFIDENCE_SCALE).astype(np.uint8)
+
+
+class BandWriter:
+    """A single-band raster written window by window. Georeferenced scenes give a GeoTIFF
+    with the input's CRS and transform and the no-data value declared: a Cloud-Optimized
+    GeoTIFF (internal 256-pixel tiles, overviews resampled with ``overview_resampling``, the
+    colour table kept) unless ``cog=False``, then a plain tiled GeoTIFF. Other scenes give a
+    PNG (held in memory until ``close``). Written under a temporary name and renamed by
+    ``close``, so a failed run leaves no partial file."""
+
+    def __init__(self, path: Path, scene, dtype, nodata: int, colormap: Optional[dict] = None,
+                 cog: bool = True, overview_resampling: str = 'mode'):
         self.path = Path(path)
         self.georeferenced = getattr(scene, 'georeferenced', False)
-        self.dtype = label_dtype(len(palette))
-        self.nodata = nodata_label(len(palette))
-        self.counts = np.zeros(len(palette), np.int64)
+        self.dtype, self.nodata = np.dtype(dtype), nodata
+        self.cog, self.overview_resampling = cog, overview_resampling
         self.tmp = temporary_beside(self.path)
         if self.georeferenced:
             import rasterio
             self.dataset = rasterio.open(
                 self.tmp, 'w', driver='GTiff', width=scene.width, height=scene.height,
                 count=1, dtype=self.dtype.name, crs=scene.crs, transform=scene.transform,
-                nodata=self.nodata, tiled=True, blockxsize=256, blockysize=256,
-                compress='deflate')
-            self.dataset.write_colormap(1, {i: (*map(int, c), 255)
-                                            for i, c in enumerate(palette)})
+                nodata=nodata, tiled=True, blockxsize=256, blockysize=256,
+                compress='deflate', bigtiff='if_safer')
+            if colormap:
+                self.dataset.write_colormap(1, colormap)
         else:
-            self.array = np.zeros((scene.height, scene.width), self.dtype)
+            self.array = np.full((scene.height, scene.width), nodata, self.dtype)
 
-    def write(self, window: Window, labels: np.ndarray) -> None:
+    def write(self, window: Window, values: np.ndarray) -> None:
         y1, y2, x1, x2 = window
-        labels = labels.astype(self.dtype)
-        counted = labels[labels != self.nodata]
-        self.counts += np.bincount(counted.ravel(), minlength=len(self.counts))[:len(self.counts)]
+        values = values.astype(self.dtype)
         if self.georeferenced:
             from rasterio.windows import Window as RWindow
-            self.dataset.write(labels[None], window=RWindow(x1, y1, x2 - x1, y2 - y1))
+            self.dataset.write(values[None], window=RWindow(x1, y1, x2 - x1, y2 - y1))
         else:
-            self.array[y1:y2, x1:x2] = labels
+            self.array[y1:y2, x1:x2] = values
 
     def close(self) -> None:
         if self.georeferenced:
             self.dataset.close()
+            if self.cog:  # the COG driver only copies: lay the finished raster out as a COG
+                from rasterio.shutil import copy
+                cog = temporary_beside(self.path)
+                try:
+                    copy(self.tmp, cog, driver='COG', compress='deflate', blocksize=256,
+                         overview_resampling=self.overview_resampling, bigtiff='if_safer')
+                except BaseException:
+                    cog.unlink(missing_ok=True)
+                    raise
+                self.tmp.unlink()
+                self.tmp = cog
         else:
             from PIL import Image
             Image.fromarray(self.array).save(self.tmp, format='PNG')
@@ -73,8 +92,24 @@ class LabelWriter:
     def abort(self) -> None:
         if self.georeferenced and not self.dataset.closed:
             self.dataset.close()
-        if self.tmp.exists():
-            self.tmp.unlink()
+        self.tmp.unlink(missing_ok=True)
+
+
+class LabelWriter(BandWriter):
+    """The label map (:class:`BandWriter`): uint8 up to 255 classes, uint16 beyond
+    (:func:`label_dtype`), a colour table of ``palette``, no-data pixels hold
+    :func:`nodata_label` and are not counted in :attr:`counts`."""
+
+    def __init__(self, path: Path, scene, palette: np.ndarray, cog: bool = True):
+        super().__init__(path, scene, label_dtype(len(palette)), nodata_label(len(palette)),
+                         {i: (*map(int, c), 255) for i, c in enumerate(palette)}, cog)
+        self.counts = np.zeros(len(palette), np.int64)
+
+    def write(self, window: Window, labels: np.ndarray) -> None:
+        labels = labels.astype(self.dtype)
+        counted = labels[labels != self.nodata]
+        self.counts += np.bincount(counted.ravel(), minlength=len(self.counts))[:len(self.counts)]
+        super().write(window, labels)
 
 
 def read_labels_preview(path: Path, shape: Tuple[int, int]) -> np.ndarray:

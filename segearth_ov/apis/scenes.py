@@ -22,6 +22,16 @@ def raster_session():
     return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
 
 
+def pixel_area_m2(crs, transform) -> Optional[float]:
+    """Ground area of one pixel of a raster with ``crs`` and ``transform``, when the CRS is
+    projected in metres (else None: areas are then known in pixels only)."""
+    if crs is None or not crs.is_projected:
+        return None
+    if (crs.linear_units or '').lower() not in ('metre', 'meter', 'm', 'metres', 'meters'):
+        return None
+    return abs(transform.a * transform.e - transform.b * transform.d)
+
+
 class RasterScene:
     """A raster file read window by window through rasterio (GeoTIFF, PNG, JPEG, ...)."""
 
@@ -93,15 +103,13 @@ class RasterScene:
             raise ValueError(f'cannot read window {window} of {self.path}: {error}') from error
         return valid
 
+    def bounds(self) -> Tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` in the scene's CRS."""
+        return tuple(self.dataset.bounds)
+
     def pixel_area_m2(self) -> Optional[float]:
         """Ground area of one pixel, when the CRS is projected in metres."""
-        if not self.georeferenced or not self.crs.is_projected:
-            return None
-        units = (self.crs.linear_units or '').lower()
-        if units not in ('metre', 'meter', 'm', 'metres', 'meters'):
-            return None
-        t = self.transform
-        return abs(t.a * t.e - t.b * t.d)
+        return pixel_area_m2(self.crs, self.transform)
 
     def close(self) -> None:
         self.dataset.close()

@@ -11,7 +11,7 @@ Call flow of :meth:`SegEarthOV.predict`, per batch::
 from __future__ import annotations
 
 import contextlib
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -26,10 +26,13 @@ from .data_preprocessor import RSDataPreProcessor
 from .dense_clip import DenseCLIP, crop_padding, pad_to_multiple
 from .global_bias import alleviate_global_bias
 from .postprocess import queries_to_classes, threshold_to_background
-from .sliding import slide_logits
+from .sliding import slide_logits, stitch_windows, window_batches
 from .text import (ClassQueries, cached_query_embeddings, openai_imagenet_templates,
                    read_class_names)
 from .upsamplers import build_upsampler
+
+# (cls [N, D], patches [N, D, h, w], padded crops [N, 3, H, W], padding) of a window batch
+WindowFeatures = Tuple[Tensor, Tensor, Tensor, Tuple[int, int, int, int]]
 
 PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
@@ -151,11 +154,17 @@ class SegEarthOV(BaseSegmentor):
             raise ValueError(f'precision={self.precision} needs CUDA; use fp32 on {device.type}')
         return torch.autocast('cuda', dtype=PRECISIONS[self.precision])
 
-    def window_logits(self, crops: Tensor) -> Tensor:
-        """Query logits of normalised crops ``[N, 3, h, w]`` -> ``[N, Q, h, w]``."""
-        text = self.query_embeddings
+    def window_features(self, crops: Tensor) -> WindowFeatures:
+        """Dense CLIP outputs of normalised crops ``[N, 3, h, w]``: ``(cls [N, D], patches
+        [N, D, h', w'], padded crops [N, 3, H', W'], padding)``; the text-independent part
+        of :meth:`window_logits`."""
         padded, pad = pad_to_multiple(crops, self.dense_clip.patch_size)
         cls, patches = self.dense_clip(padded)
+        return cls, patches, padded, pad
+
+    def features_logits(self, features: WindowFeatures, text: Tensor) -> Tensor:
+        """Logits ``[N, Q, h, w]`` of :meth:`window_features` against ``text`` ``[Q, D]``."""
+        cls, patches, padded, pad = features
         if self.upsampler is not None:  # exact, without the D x H x W feature map
             logits = self.upsampler.cosine_logits(patches, padded, text)
         else:
@@ -165,12 +174,20 @@ class SegEarthOV(BaseSegmentor):
             logits = F.interpolate(logits, padded.shape[-2:], mode='bilinear', align_corners=False)
         return crop_padding(logits, pad)
 
-    def encode_decode(self, inputs: Tensor, batch_img_metas: Optional[List[dict]] = None) -> Tensor:
-        """Stitched query logits ``[B, Q, H, W]`` at the size of ``inputs`` ``[B, 3, H, W]``."""
+    def window_logits(self, crops: Tensor) -> Tensor:
+        """Query logits of normalised crops ``[N, 3, h, w]`` -> ``[N, Q, h, w]``."""
+        return self.features_logits(self.window_features(crops), self.query_embeddings)
+
+    @staticmethod
+    def _check_inputs(inputs: Tensor) -> None:
         if inputs.dim() != 4 or inputs.shape[1] != 3:
             raise ValueError(f'SegEarthOV expects normalised RGB batches [B, 3, H, W], got '
                              f'{tuple(inputs.shape)}; the data preprocessor applies the band '
                              f'rule (1 band is replicated, more than 3 need bands=...)')
+
+    def encode_decode(self, inputs: Tensor, batch_img_metas: Optional[List[dict]] = None) -> Tensor:
+        """Stitched query logits ``[B, Q, H, W]`` at the size of ``inputs`` ``[B, 3, H, W]``."""
+        self._check_inputs(inputs)
         with torch.inference_mode(), self._autocast(inputs.device):
             return slide_logits(inputs, self.window_logits, self.slide_crop,
                                 self.slide_stride, self.window_batch_size)
@@ -211,6 +228,66 @@ class SegEarthOV(BaseSegmentor):
                 sample.set_data(dict(seg_logits=PixelData(data=class_probs),
                                      pred_sem_seg=PixelData(data=pred[None])))
         return data_samples
+
+    def top_classes(self, inputs: Tensor, class_chunk: int = 256,
+                    data_samples: Optional[List[SegDataSample]] = None
+                    ) -> List[Tuple[Tensor, Tensor]]:
+        """The labels and the winning class's probability of a batch, computed
+        ``class_chunk`` classes at a time, for vocabularies whose ``[Q, H, W]`` map would not
+        fit in memory. ``inputs`` ``[B, 3, H, W]`` normalised; returns per image ``(labels
+        [H0, W0]`` int64 with the background threshold, ``probability [H0, W0]`` float32)``
+        at ``ori_shape``: :meth:`predict`'s ``pred_sem_seg`` and ``seg_logits.max(0)``.
+
+        CLIP runs once per window; each chunk re-runs the upsampler and the scoring. The
+        softmax over all queries is kept as a running log-sum-exp, and the classes as a
+        running max / argmax of the scaled synonym-max logit, since
+        ``max_q softmax(s)_q = exp(max_q s_q - logsumexp(s))``.
+        """
+        self._check_inputs(inputs)
+        if class_chunk < 1:
+            raise ValueError(f'class_chunk must be >= 1, got {class_chunk}')
+        if self.training:
+            self.eval()
+        queries = self.class_queries
+        owner = torch.as_tensor(queries.query_to_class, device=inputs.device)
+        shapes = []
+        for index in range(inputs.shape[0]):
+            meta = data_samples[index].metainfo if data_samples else {}
+            img_shape = tuple(meta.get('img_shape', inputs.shape[-2:])[:2])
+            shapes.append((img_shape, tuple(meta.get('ori_shape', img_shape)[:2])))
+        text = self.query_embeddings
+        running = [None] * inputs.shape[0]  # (best scaled logit, class, log-sum-exp)
+        with torch.inference_mode(), self._autocast(inputs.device):
+            features = [(jobs, self.window_features(crops)) for jobs, crops in window_batches(
+                inputs, self.slide_crop, self.slide_stride, self.window_batch_size)]
+            for first in range(0, queries.num_classes, class_chunk):
+                last = min(first + class_chunk, queries.num_classes)
+                picked = ((owner >= first) & (owner < last)).nonzero().squeeze(1)
+                logits = stitch_windows(inputs.shape, (
+                    (jobs, self.features_logits(f, text[picked])) for jobs, f in features))
+                for index, ((img_h, img_w), ori_shape) in enumerate(shapes):
+                    scaled = logits[index:index + 1, :, :img_h, :img_w]
+                    if tuple(scaled.shape[-2:]) != ori_shape:
+                        scaled = F.interpolate(scaled, ori_shape, mode='bilinear',
+                                               align_corners=False)
+                    scaled = self.logit_scale * scaled[0]
+                    best, label = queries_to_classes(scaled, (owner[picked] - first).tolist(),
+                                                     last - first).max(dim=0)
+                    lse = scaled.logsumexp(dim=0)
+                    if running[index] is None:
+                        running[index] = (best, label + first, lse)
+                        continue
+                    old_best, old_label, old_lse = running[index]
+                    better = best > old_best
+                    running[index] = (torch.where(better, best, old_best),
+                                      torch.where(better, label + first, old_label),
+                                      torch.logaddexp(old_lse, lse))
+        results = []
+        for best, label, lse in running:
+            prob = (best - lse).exp()
+            results.append((torch.where(prob < self.prob_thd,
+                                        torch.full_like(label, self.bg_idx), label), prob))
+        return results
 
     def extract_feat(self, inputs: Tensor):
         """Dense features of whole images: ``(cls [B, D], patches [B, D, h, w])``."""

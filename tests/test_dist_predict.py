@@ -1,0 +1,113 @@
+"""predict across processes (torchrun, gloo) and resuming an interrupted run: the same
+files as one process, and finished inputs are never computed twice."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, free_port
+from scenes_util import smooth_scene, write_geotiff
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope='module')
+def weights(tmp_path_factory):
+    """Random ViT-S-16 weights in a file, so every process builds the same model."""
+    from segearth_ov.weights import build_clip
+    torch.manual_seed(0)
+    model, _ = build_clip('ViT-S-16', None)
+    path = tmp_path_factory.mktemp('weights') / 'vit_s16_random.pt'
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope='module')
+def scenes(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('scenes')
+    for index in range(4):
+        write_geotiff(folder / f'scene{index}.tif', smooth_scene(192 + 32 * index, 256))
+    return folder
+
+
+def args(weights, scenes, out):
+    return [str(scenes), '--out', str(out), '--clip', 'ViT-S-16', '--pretrained', str(weights),
+            '--upsampler', 'none', '--classes', 'road;water;tree', '--tile', '128',
+            '--overlap', '32', '--device', 'cpu', '--quiet', '--vector', 'geojson',
+            '--confidence']
+
+
+# torchrun gives each process one thread; CPU reductions (and so the last bits of a
+# probability) depend on the thread count, so the single-process runs get one too
+ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
+
+
+def run(command, **kwargs):
+    env = ENV
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600,
+                          **kwargs)
+
+
+def results(out: Path):
+    """Every per-input output's bytes (the run's manifest and index excluded), the output
+    folder's own name replaced in the summaries' paths."""
+    return {str(p.relative_to(out)): p.read_bytes().replace(str(out).encode(), b'OUT')
+            for p in sorted(out.rglob('*'))
+            if p.is_file() and p.relative_to(out).parts[0] != '.segearth_ov'
+            and p.name not in ('manifest.json', 'index.json')}
+
+
+@pytest.fixture(scope='module')
+def single(weights, scenes, tmp_path_factory):
+    out = tmp_path_factory.mktemp('single')
+    done = run([sys.executable, '-m', 'segearth_ov.apis.cli', 'predict',
+                *args(weights, scenes, out)])
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_two_processes_write_the_same_files(weights, scenes, single, tmp_path):
+    out = tmp_path / 'two'
+    done = run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
+                '--master_port', str(free_port()), '-m', 'segearth_ov.apis.cli', 'predict',
+                *args(weights, scenes, out)])
+    assert done.returncode == 0, done.stderr
+    expected = results(single)
+    assert len(expected) == 4 * 5  # labels, overlay, confidence, polygons, summary
+    assert results(out) == expected
+    manifest = json.loads((out / 'manifest.json').read_text())
+    assert manifest['processes'] == 2 and manifest['done'] == 4
+    assert sorted(e['rank'] for e in manifest['inputs']) == [0, 0, 1, 1]
+    index = json.loads((out / 'index.json').read_text())
+    assert sorted(item['id'] for item in index['features']) == [f'scene{i}.tif'
+                                                                for i in range(4)]
+
+
+def test_a_killed_run_resumes_with_the_rest(weights, scenes, single, tmp_path):
+    out = tmp_path / 'killed'
+    process = subprocess.Popen([sys.executable, '-m', 'segearth_ov.apis.cli', 'predict',
+                                *args(weights, scenes, out)], env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while len(list(out.glob('*.json'))) < 2 and process.poll() is None and \
+            time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = len(list(out.glob('scene*.json')))
+    assert 2 <= finished < 4, 'the run ended before it could be killed'
+    part = (out / '.segearth_ov' / 'manifest.rank0.jsonl').read_text().splitlines()
+    assert len(part) == finished  # the manifest kept up with the killed run
+    done = run([sys.executable, '-m', 'segearth_ov.apis.cli', 'predict',
+                *args(weights, scenes, out)])
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((out / 'manifest.json').read_text())
+    assert (manifest['skipped'], manifest['done']) == (finished, 4 - finished)
+    assert results(out) == results(single)
+    assert not list(out.rglob('*.tmp'))
