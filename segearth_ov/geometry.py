@@ -82,3 +82,16 @@ def tile_cores(height: int, width: int, tile: int, overlap: int) -> List[Window]
     check_tiling(tile, overlap)
     return [(y1, y2, x1, x2) for y1, y2 in core_spans(tile_spans(height, tile, overlap))
             for x1, x2 in core_spans(tile_spans(width, tile, overlap))]
+
+
+def row_bands(height: int, tile: int, overlap: int, parts: int) -> List[Tuple[int, int]]:
+    """``parts`` contiguous row ranges ``(y1, y2)`` that cover the scene, cut where tile rows'
+    cores meet (:func:`core_spans`), as even in tile rows as they can be; a part gets an
+    empty range ``(y, y)`` when there are fewer tile rows than parts."""
+    cores = core_spans(tile_spans(height, tile, overlap))
+    bands = []
+    for part in range(parts):
+        first, last = part * len(cores) // parts, (part + 1) * len(cores) // parts
+        start = cores[first][0] if first < len(cores) else height
+        bands.append((start, cores[last - 1][1] if last > first else start))
+    return bands

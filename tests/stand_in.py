@@ -10,6 +10,7 @@ from mmseg.registry import MODELS
 
 @MODELS.register_module()
 class StandInSegmentor(BaseSegmentor):
+    METHOD = 'SegEarth-OV'  # it stands in for SegEarthOV in the results rows
 
     def __init__(self, num_classes: int, delay: float = 0.0, prob_thd: float = 0.0,
                  data_preprocessor=None):

@@ -111,3 +111,15 @@ def test_1763_classes_on_a_512_scene_stay_far_below_the_full_map():
     import json
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result['grew_mib'] < full_mib / 3, (result, full_mib)
+
+
+def test_row_bands_cut_where_tile_cores_meet():
+    from segearth_ov.geometry import row_bands
+    cores = core_spans(tile_spans(1000, 256, 64))
+    for parts in (1, 2, 3, len(cores), len(cores) + 2):
+        bands = row_bands(1000, 256, 64, parts)
+        assert len(bands) == parts and bands[0][0] == 0 and bands[-1][1] == 1000
+        assert all(a[1] == b[0] for a, b in zip(bands, bands[1:]))
+        cuts = {c for core in cores for c in core}
+        assert all(y in cuts for band in bands for y in band)
+    assert sum(b > a for a, b in row_bands(1000, 256, 64, len(cores) + 2)) == len(cores)

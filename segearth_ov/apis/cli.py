@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     names.add_argument('--names', help='class-name file: one class per line, commas separate '
                                        'synonyms')
     predict.add_argument('--out', required=True, help='output folder')
+    predict.add_argument('--method', choices=['segearth-ov', 'segearth-ov3'],
+                         help='segearth-ov (CLIP, the default) or segearth-ov3 (SAM 3, needs '
+                              'requirements-sam3.txt and the gated sam3.pt); a --config\'s '
+                              'model chooses it too')
+    predict.add_argument('--sam3-checkpoint', default='auto',
+                         help='SegEarth-OV3 weights: sam3.pt or a transformers '
+                              'model.safetensors; default checkpoints/sam3.pt; none = random')
     predict.add_argument('--config', help='start from a benchmark config\'s model settings')
     predict.add_argument('--clip', help='open_clip architecture (default ViT-B-16)')
     predict.add_argument('--pretrained', default='auto',
@@ -117,7 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
                           'is no data)')
     gis.add_argument('--aoi', help='vector file (any CRS): compute only tiles touching it; '
                                    'pixels outside are no data')
-    predict.add_argument('--class-chunk', type=int, default=256,
+    predict.add_argument('--split-scenes', action='store_true',
+                         help='under torchrun: every process takes a band of tile rows of '
+                              'every scene (for scenes too big for one process), instead of '
+                              'whole inputs')
+    predict.add_argument('--class-chunk', type=int, default=64,
                          help='vocabularies larger than this are scored this many classes at '
                               'a time, with bounded memory')
     predict.add_argument('--overwrite', action='store_true',
@@ -153,6 +164,15 @@ def _process_group():
     return dist.get_rank(), world, int(os.environ.get('LOCAL_RANK', '0'))
 
 
+def _all_agree(ok: bool) -> bool:
+    """Whether every process of the group passed ``ok`` (a gloo all-reduce)."""
+    import torch
+    import torch.distributed as dist
+    flag = torch.tensor([1 if ok else 0])
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
 def _device(requested: Optional[str], local_rank: int, world: int) -> Optional[str]:
     import torch
     if world > 1 and requested != 'cpu' and torch.cuda.is_available():
@@ -162,7 +182,7 @@ def _device(requested: Optional[str], local_rank: int, world: int) -> Optional[s
 
 def _predict(args) -> int:
     from ..models.text import ClassQueries, read_class_names
-    from .inference import OpenVocabSegmenter
+    from .inference import OpenVocabSegmenter, ScenePart
     from .outputs import OutputOptions
     from .run_index import ManifestPart, read_parts, write_manifest, write_stac_index
     out = Path(args.out)
@@ -176,7 +196,7 @@ def _predict(args) -> int:
                                 simplify=args.simplify, cog=not args.no_cog,
                                 confidence=args.confidence, aoi=args.aoi)
         options = {} if args.prob_thd is None else dict(prob_thd=args.prob_thd)
-        if args.no_cache:
+        if args.no_cache and args.method != 'segearth-ov3':
             options['text_cache'] = False
         rank, world, local_rank = _process_group()
         segmenter = OpenVocabSegmenter(
@@ -184,11 +204,16 @@ def _predict(args) -> int:
             upsampler=args.upsampler, upsampler_checkpoint=args.upsampler_checkpoint,
             device=_device(args.device, local_rank, world), batch_size=args.batch_size,
             tile=args.tile, overlap=args.overlap, scale=args.scale, bands=args.bands,
-            class_chunk=args.class_chunk, outputs=outputs, **options)
+            class_chunk=args.class_chunk, outputs=outputs, method=args.method,
+            sam3_checkpoint=args.sam3_checkpoint, **options)
     except USER_ERRORS as error:
         report(error, args.debug)
         return 2
-    mine = inputs[rank::world]  # the same split in every process; each input has one owner
+    part = None
+    if args.split_scenes and world > 1:
+        mine, part = inputs, ScenePart(rank, world, _all_agree)
+    else:
+        mine = inputs[rank::world]  # the same split in every process; one owner per input
     manifest = ManifestPart(out, rank)
     failed, skipped = 0, 0
     for path, relative in mine:
@@ -196,11 +221,14 @@ def _predict(args) -> int:
         try:
             summary = segmenter.predict_file(path, out / relative.parent,
                                              progress=not args.quiet, name=relative.name,
-                                             overwrite=args.overwrite)
+                                             overwrite=args.overwrite, part=part)
         except Exception as error:  # one bad input must not cost the others their results
             failed += 1
-            manifest.record(**entry, status='failed', error=str(error))
-            report(error, args.debug, prefix=f'error: {path}')
+            if rank == 0 or part is None:
+                manifest.record(**entry, status='failed', error=str(error))
+                report(error, args.debug, prefix=f'error: {path}')
+            continue
+        if 'part' in summary:  # a band of a scene that process 0 assembled
             continue
         done = segmenter.output_paths(out / relative.parent, relative.name)['json']
         manifest.record(**entry, status='skipped' if summary.get('skipped') else 'done',

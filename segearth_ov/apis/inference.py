@@ -4,18 +4,20 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from ..fileio import atomic_path, stale_temporaries, writable_folder
-from ..geometry import Window, check_tiling, tile_grid
+from ..geometry import Window, check_tiling, row_bands, tile_grid
 from ..models.postprocess import threshold_to_background
 from ..models.text import ClassQueries
 from ..visualize import class_palette, overlay_with_legend
-from ..weights import clip_patch_size, resolve_clip, resolve_upsampler
+from ..weights import (SAM3_CHECKPOINT, clip_patch_size, describe_weights, resolve_clip,
+                       resolve_upsampler)
 from .aoi import AreaOfInterest
 from .blending import blended_probabilities, top_class_cores
 from .label_maps import (CONFIDENCE_NODATA, BandWriter, LabelWriter, confidence_to_uint8,
@@ -26,19 +28,63 @@ from .vectorize import vectorize_labels
 
 logger = logging.getLogger(__name__)
 
+# --method -> registered model class
+METHODS = {'segearth-ov': 'SegEarthOV', 'segearth-ov3': 'SegEarthOV3'}
 # a benchmark config's model settings that carry over to other classes (its prob_thd and
 # bg_idx refer to the benchmark's own class list)
-MODEL_OPTIONS_FROM_CONFIG = ('attention', 'attention_layers', 'cls_token_lambda', 'upsampler',
-                             'logit_scale', 'slide_crop', 'slide_stride', 'window_batch_size',
-                             'precision', 'clip')
+MODEL_OPTIONS_FROM_CONFIG = {
+    'SegEarthOV': ('attention', 'attention_layers', 'cls_token_lambda', 'upsampler',
+                   'logit_scale', 'slide_crop', 'slide_stride', 'window_batch_size',
+                   'precision', 'clip'),
+    'SegEarthOV3': ('checkpoint', 'sam3_config', 'confidence_threshold', 'slide_crop',
+                    'slide_stride', 'image_size', 'view_batch_size', 'prompt_batch_size',
+                    'mask_chunk', 'precision'),
+}
 
 
-def _model_options_from_config(config) -> dict:
-    from mmengine.config import Config
-    if not Path(config).is_file():
-        raise FileNotFoundError(f'config {config} not found')
-    model = Config.fromfile(str(config)).model
-    return {key: model[key] for key in MODEL_OPTIONS_FROM_CONFIG if key in model}
+def _model_type(method: Optional[str], config) -> Tuple[str, dict]:
+    """The model class (``--method``, else the config's, else SegEarthOV) and the config's
+    model settings that carry over."""
+    if method is not None and method not in METHODS:
+        raise ValueError(f'unknown method {method!r}; choose one of {", ".join(METHODS)}')
+    options, config_type = {}, None
+    if config:
+        from mmengine.config import Config
+        if not Path(config).is_file():
+            raise FileNotFoundError(f'config {config} not found')
+        model = Config.fromfile(str(config)).model
+        config_type = model.get('type')
+        if config_type not in MODEL_OPTIONS_FROM_CONFIG:
+            raise ValueError(f'config {config} has a {config_type} model; predict runs '
+                             f'{", ".join(MODEL_OPTIONS_FROM_CONFIG)}')
+        options = {key: model[key] for key in MODEL_OPTIONS_FROM_CONFIG[config_type]
+                   if key in model}
+    model_type = METHODS[method] if method else (config_type or 'SegEarthOV')
+    if config_type and config_type != model_type:
+        raise ValueError(f'--method {method} runs {model_type}, but config {config} is a '
+                         f'{config_type} config')
+    return model_type, options
+
+
+@dataclass(frozen=True)
+class ScenePart:
+    """This process's share of a scene split across ``world`` processes: ``agree(ok)``
+    returns True when every process's ``ok`` is True (a collective call, e.g. an
+    all-reduce)."""
+    rank: int
+    world: int
+    agree: Callable[[bool], bool]
+
+
+class _Band:
+    """Rows ``(y1, y2)`` of a scene, as the scene-like target of a :class:`BandWriter`."""
+
+    def __init__(self, scene, rows: Tuple[int, int]):
+        from rasterio.transform import Affine
+        self.width, self.height = scene.width, rows[1] - rows[0]
+        self.crs = scene.crs
+        self.transform = scene.transform @ Affine.translation(0, rows[0])
+        self.georeferenced = True  # always a GeoTIFF, the only format written by windows
 
 
 class OpenVocabSegmenter:
@@ -64,16 +110,21 @@ class OpenVocabSegmenter:
             at a time (bounded memory; each pixel then comes from its nearest tile instead
             of a blend of the overlapping tiles).
         outputs: :class:`OutputOptions` (polygons, COG, confidence, area of interest).
-        **model_options: any other ``SegEarthOV`` argument (``prob_thd``, ``attention``...).
+        method: ``'segearth-ov'`` (CLIP, the default) or ``'segearth-ov3'`` (SAM 3); a
+            config's model type chooses it too.
+        sam3_checkpoint: SegEarth-OV3 weights: ``'auto'`` (the config's, else
+            ``checkpoints/sam3.pt``), a path, or ``'none'`` (random weights).
+        **model_options: any other argument of the model class (``prob_thd``,
+            ``attention``, ``confidence_threshold``...).
     """
 
     def __init__(self, classes, config=None, clip: Optional[str] = None,
                  pretrained: Optional[str] = 'auto', upsampler: str = 'auto',
                  upsampler_checkpoint: Optional[str] = None, device: Optional[str] = None,
                  batch_size: int = 4, tile: int = 1024, overlap: int = 128, scale: float = 1.0,
-                 bands: Optional[Sequence[int]] = None, class_chunk: int = 256,
-                 outputs: OutputOptions = OutputOptions(), **model_options):
-        from ..models import SegEarthOV
+                 bands: Optional[Sequence[int]] = None, class_chunk: int = 64,
+                 outputs: OutputOptions = OutputOptions(), method: Optional[str] = None,
+                 sam3_checkpoint: Optional[str] = 'auto', **model_options):
         check_tiling(tile, overlap, scale, batch_size)  # before anything heavy is built
         if class_chunk < 1:
             raise ValueError(f'--class-chunk must be >= 1, got {class_chunk}')
@@ -85,8 +136,35 @@ class OpenVocabSegmenter:
         self.class_queries = ClassQueries.parse(classes)
         self.class_lines = list(self.class_queries.lines)
         self.class_names = list(self.class_queries.class_names)
-        options = _model_options_from_config(config) if config else {}
+        model_type, options = _model_type(method, config)
         options.update(model_options)
+        self.device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+        self.batch_size, self.tile, self.overlap, self.scale = batch_size, tile, overlap, scale
+        self.bands = list(bands) if bands else None
+        self.class_chunk = class_chunk
+        if model_type == 'SegEarthOV3':
+            if clip or pretrained != 'auto' or upsampler != 'auto' or upsampler_checkpoint:
+                raise ValueError('--clip, --pretrained and --upsampler choose SegEarth-OV\'s '
+                                 'CLIP; SegEarth-OV3 takes --sam3-checkpoint')
+            self.model, backbone = self._build_segearth_ov3(sam3_checkpoint, options)
+        else:
+            if sam3_checkpoint != 'auto':
+                raise ValueError('--sam3-checkpoint is for --method segearth-ov3')
+            self.model, backbone = self._build_segearth_ov(clip, pretrained, upsampler,
+                                                           upsampler_checkpoint, options)
+        self.model = self.model.to(self.device).eval()
+        self.palette = class_palette(len(self.class_lines))
+        self.nodata = nodata_label(self.num_classes)
+        # what a finished output was computed with: a rerun with equal settings skips it
+        self.settings = json.loads(json.dumps(dict(
+            method=self.model.METHOD, classes=self.class_lines, backbone=backbone,
+            weights=self.weights_source, model=options, tile=tile, overlap=overlap, scale=scale,
+            bands=self.bands,
+            class_chunk=class_chunk if self.large_vocabulary else None,
+            outputs=outputs.settings(self.aoi.hash if self.aoi else None)), default=str))
+
+    def _build_segearth_ov(self, clip, pretrained, upsampler, upsampler_checkpoint, options):
+        from ..models import SegEarthOV
         config_clip = dict(options.pop('clip', None) or {})
         arch = clip or config_clip.get('arch', 'ViT-B-16')
         if pretrained == 'auto' and not clip and config_clip.get('pretrained') not in (None,
@@ -99,20 +177,16 @@ class OpenVocabSegmenter:
         options['upsampler'] = resolve_upsampler(upsampler, upsampler_checkpoint,
                                                  clip_patch_size(clip_cfg['arch']),
                                                  options.get('upsampler'))
-        self.device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-        self.batch_size, self.tile, self.overlap, self.scale = batch_size, tile, overlap, scale
-        self.bands = list(bands) if bands else None
-        self.class_chunk = class_chunk
-        self.model = SegEarthOV(clip=clip_cfg, classes=self.class_queries, **options
-                                ).to(self.device).eval()
-        self.palette = class_palette(len(self.class_lines))
-        self.nodata = nodata_label(self.num_classes)
-        # what a finished output was computed with: a rerun with equal settings skips it
-        self.settings = json.loads(json.dumps(dict(
-            classes=self.class_lines, clip=clip_cfg['arch'], weights=self.weights_source,
-            model=options, tile=tile, overlap=overlap, scale=scale, bands=self.bands,
-            class_chunk=class_chunk if self.large_vocabulary else None,
-            outputs=outputs.settings(self.aoi.hash if self.aoi else None)), default=str))
+        return SegEarthOV(clip=clip_cfg, classes=self.class_queries, **options), clip_cfg['arch']
+
+    def _build_segearth_ov3(self, checkpoint, options):
+        from ..models import SegEarthOV3
+        if checkpoint == 'auto':
+            checkpoint = options.pop('checkpoint', str(SAM3_CHECKPOINT))
+        options.pop('checkpoint', None)
+        checkpoint = None if checkpoint in (None, 'none') else str(checkpoint)
+        self.weights_source = describe_weights(checkpoint) if checkpoint else None
+        return SegEarthOV3(checkpoint=checkpoint, classes=self.class_queries, **options), 'SAM 3'
 
     @property
     def num_classes(self) -> int:
@@ -149,14 +223,17 @@ class OpenVocabSegmenter:
                                          self.model.bg_idx)
         return labels.numpy().astype(label_dtype(self.num_classes))
 
-    def scene_labels(self, scene, progress=None, area=None
+    def scene_labels(self, scene, progress=None, area=None,
+                     rows: Optional[Tuple[int, int]] = None
                      ) -> Iterator[Tuple[Window, np.ndarray, np.ndarray]]:
-        """``(window, labels [h, w], confidence [h, w] uint8)`` covering ``scene`` once:
-        probabilities blended across tile overlaps (or, for a large vocabulary, each pixel's
-        nearest tile). No-data pixels, pixels outside ``area`` (a
-        :class:`~segearth_ov.apis.aoi.SceneArea`) and skipped tiles get :attr:`nodata` and
-        confidence 255."""
-        keep = area.touches if area is not None else None
+        """``(window, labels [h, w], confidence [h, w] uint8)`` covering ``scene`` once (or
+        its ``rows`` ``(y1, y2)``, computing only the tiles that reach them): probabilities
+        blended across tile overlaps (or, for a large vocabulary, each pixel's nearest tile).
+        No-data pixels, pixels outside ``area`` (a :class:`~segearth_ov.apis.aoi.SceneArea`)
+        and skipped tiles get :attr:`nodata` and confidence 255."""
+        def keep(window: Window) -> bool:
+            return ((rows is None or (window[0] < rows[1] and window[1] > rows[0])) and
+                    (area is None or area.touches(window)))
         dtype = label_dtype(self.num_classes)
         if self.large_vocabulary:
             results = top_class_cores(scene, self.top_classes, self.tile, self.overlap,
@@ -168,6 +245,14 @@ class OpenVocabSegmenter:
                            scene, self.probabilities, self.tile, self.overlap, self.scale,
                            self.batch_size, progress, keep))
         for window, result in results:
+            if rows is not None:  # the part of the window inside the rows
+                top, bottom = max(window[0], rows[0]), min(window[1], rows[1])
+                if top >= bottom:
+                    continue
+                if result is not None:
+                    crop = slice(top - window[0], bottom - window[0])
+                    result = (result[0][crop], result[1][crop])
+                window = (top, bottom, window[2], window[3])
             y1, y2, x1, x2 = window
             if result is None:
                 yield (window, np.full((y2 - y1, x2 - x1), self.nodata, dtype),
@@ -214,7 +299,8 @@ class OpenVocabSegmenter:
         return summary if written and all(Path(p).is_file() for p in written) else None
 
     def predict_file(self, path, out_dir, progress: bool = True, overlay_side: int = 2048,
-                     name: Optional[str] = None, overwrite: bool = False) -> dict:
+                     name: Optional[str] = None, overwrite: bool = False,
+                     part: Optional[ScenePart] = None) -> dict:
         """Segment one image file of any size into :meth:`output_paths` (``name`` defaults
         to the file's name): the label map (a Cloud-Optimized GeoTIFF with the input's
         georeferencing, a colour table and the no-data label, or PNG), an overlay (at most
@@ -225,6 +311,11 @@ class OpenVocabSegmenter:
         unless ``overwrite``; one with other settings is refused. If the run fails, the
         outputs it started are removed. Returns the JSON summary plus ``seconds`` (kept out
         of the file, so equal runs write equal files).
+
+        With ``part`` (:class:`ScenePart`), every process of a group calls this for the same
+        file: each computes a band of tile rows (:func:`~segearth_ov.geometry.row_bands`),
+        and process 0 assembles the bands into the outputs, identical to one process's;
+        the others return ``{'part': rank}``.
         """
         path, out_dir = Path(path), Path(out_dir)
         name = name or path.name
@@ -237,17 +328,98 @@ class OpenVocabSegmenter:
         for output in outputs.values():
             for stale in stale_temporaries(output):  # a killed run's half-written files
                 stale.unlink()
+        split = part is not None and part.world > 1
         try:
             with raster_session():
-                return self._predict_file(path, outputs, progress, overlay_side)
+                if split:
+                    self._predict_part(path, outputs, part, progress)
+                    if part.rank != 0:
+                        return dict(part=part.rank)
+                return self._predict_file(path, outputs, progress, overlay_side,
+                                          part if split else None)
         except BaseException:
             for key, output in outputs.items():
                 if key != 'json':
                     output.unlink(missing_ok=True)
             raise
 
+    def _part_paths(self, outputs: Dict[str, Path], rank: int) -> Dict[str, Path]:
+        """Where process ``rank`` leaves its band of the label and confidence maps."""
+        folder = outputs['json'].parent / '.segearth_ov' / 'parts'
+        stem = outputs['json'].name[:-len('.json')]
+        return {key: folder / f'{stem}.{key}.rank{rank}.tif' for key in ('labels',
+                                                                        'confidence')}
+
+    def _predict_part(self, path: Path, outputs: Dict[str, Path], part: 'ScenePart',
+                      progress: bool) -> None:
+        """This process's band of rows of the label (and confidence) map, as plain
+        GeoTIFFs for process 0 to assemble; every process learns whether all succeeded."""
+        from tqdm import tqdm
+        paths = self._part_paths(outputs, part.rank)
+        error = None
+        try:
+            scene = RasterScene(path, self.bands)
+            try:
+                area = self.aoi.for_scene(scene) if self.aoi is not None else None
+                rows = row_bands(scene.height, self.tile, self.overlap, part.world)[part.rank]
+                if rows[1] > rows[0]:
+                    band = _Band(scene, rows)
+                    writers = [BandWriter(paths['labels'], band, label_dtype(self.num_classes),
+                                          self.nodata, cog=False)]
+                    if self.outputs.confidence:
+                        writers.append(BandWriter(paths['confidence'], band, np.uint8,
+                                                  CONFIDENCE_NODATA, cog=False))
+                    count = len(tile_grid(scene.height, scene.width, self.tile, self.overlap))
+                    with tqdm(total=count, desc=f'{path.name} rows {rows[0]}-{rows[1]}',
+                              unit='tile', disable=not progress) as bar:
+                        try:
+                            for (y1, y2, x1, x2), *values in self.scene_labels(
+                                    scene, bar.update, area, rows):
+                                for writer, value in zip(writers, values):
+                                    writer.write((y1 - rows[0], y2 - rows[0], x1, x2), value)
+                            for writer in writers:
+                                writer.close()
+                        except BaseException:
+                            for writer in writers:
+                                writer.abort()
+                            raise
+            finally:
+                scene.close()
+        except Exception as err:  # the others must hear of it, not wait for this band
+            error = err
+        if not part.agree(error is None):
+            for leftover in paths.values():
+                leftover.unlink(missing_ok=True)
+            raise error or RuntimeError(f'another process failed on {path}; see its error')
+
+    def _assembled_parts(self, scene, outputs: Dict[str, Path], world: int
+                         ) -> Iterator[Tuple[Window, np.ndarray, np.ndarray]]:
+        """The processes' bands read back in 256-row strips (then removed), in the form of
+        :meth:`scene_labels`."""
+        import rasterio
+        bands = row_bands(scene.height, self.tile, self.overlap, world)
+        for rank, (r0, r1) in enumerate(bands):
+            if r1 <= r0:
+                continue
+            paths = self._part_paths(outputs, rank)
+            try:
+                for start in range(r0, r1, 256):
+                    stop = min(start + 256, r1)
+                    rwindow = rasterio.windows.Window(0, start - r0, scene.width, stop - start)
+                    with rasterio.open(paths['labels']) as ds:
+                        labels = ds.read(1, window=rwindow)
+                    if self.outputs.confidence:
+                        with rasterio.open(paths['confidence']) as ds:
+                            confidence = ds.read(1, window=rwindow)
+                    else:
+                        confidence = np.full_like(labels, CONFIDENCE_NODATA, np.uint8)
+                    yield (start, stop, 0, scene.width), labels, confidence
+            finally:
+                for leftover in paths.values():
+                    leftover.unlink(missing_ok=True)
+
     def _predict_file(self, path: Path, outputs: Dict[str, Path], progress: bool,
-                      overlay_side: int):
+                      overlay_side: int, part: Optional['ScenePart'] = None):
         from tqdm import tqdm
         scene = RasterScene(path, self.bands)
         try:
@@ -263,10 +435,13 @@ class OpenVocabSegmenter:
                                           overview_resampling='average'))
             count = len(tile_grid(scene.height, scene.width, self.tile, self.overlap))
             start = time.perf_counter()
-            with tqdm(total=count, desc=path.name, unit='tile', disable=not progress) as bar:
+            with tqdm(total=count, desc=path.name, unit='tile',
+                      disable=not progress or part is not None) as bar:
                 try:
-                    for window, labels, confidence in self.scene_labels(scene, bar.update,
-                                                                         area):
+                    windows = (self._assembled_parts(scene, outputs, part.world)
+                               if part is not None else
+                               self.scene_labels(scene, bar.update, area))
+                    for window, labels, confidence in windows:
                         for writer, values in zip(writers, (labels, confidence)):
                             writer.write(window, values)
                     for writer in writers:
@@ -296,8 +471,8 @@ class OpenVocabSegmenter:
         rgb = scene.read((0, scene.height, 0, scene.width), None if factor == 1 else shape)
         labels = read_labels_preview(label_path, shape)
         image = overlay_with_legend(rgb, labels, self.class_names, self.palette,
-                                    title='SegEarth-OV' + ('' if self.weights_source
-                                                           else ' - RANDOM WEIGHTS'),
+                                    title=self.model.METHOD + ('' if self.weights_source
+                                                               else ' - RANDOM WEIGHTS'),
                                     nodata=self.nodata)
         with atomic_path(overlay_path) as tmp:
             image.save(tmp, format='PNG')
@@ -321,6 +496,7 @@ class OpenVocabSegmenter:
             'no projected CRS in metres: areas are given in pixels only',
             bands=scene.bands, stretched=scene.limits is not None, tile=self.tile,
             overlap=self.overlap, scale=self.scale, tiles=tiles, polygons=features,
-            clip_weights=self.weights_source or 'RANDOM', nodata_label=self.nodata,
+            method=self.model.METHOD, weights=self.weights_source or 'RANDOM',
+            nodata_label=self.nodata,
             nodata_pixels=scene.width * scene.height - total, classes=classes,
             palette=self.palette.tolist(), settings=self.settings)

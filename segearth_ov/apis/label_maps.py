@@ -51,11 +51,14 @@ class BandWriter:
         self.tmp = temporary_beside(self.path)
         if self.georeferenced:
             import rasterio
-            self.dataset = rasterio.open(
-                self.tmp, 'w', driver='GTiff', width=scene.width, height=scene.height,
-                count=1, dtype=self.dtype.name, crs=scene.crs, transform=scene.transform,
-                nodata=nodata, tiled=True, blockxsize=256, blockysize=256,
-                compress='deflate', bigtiff='if_safer')
+            from rasterio.errors import NotGeoreferencedWarning
+            with warnings.catch_warnings():  # a band of an unreferenced scene
+                warnings.simplefilter('ignore', NotGeoreferencedWarning)
+                self.dataset = rasterio.open(
+                    self.tmp, 'w', driver='GTiff', width=scene.width, height=scene.height,
+                    count=1, dtype=self.dtype.name, crs=scene.crs, transform=scene.transform,
+                    nodata=nodata, tiled=True, blockxsize=256, blockysize=256,
+                    compress='deflate', bigtiff='if_safer')
             if colormap:
                 self.dataset.write_colormap(1, colormap)
         else:

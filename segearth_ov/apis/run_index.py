@@ -106,7 +106,8 @@ def stac_item(summary: dict, item_id: str, root: Path) -> dict:
                          'proj:transform': summary.get('transform'),
                          'proj:bbox': summary.get('bounds')},
                       **{'segearth_ov:input': summary['input'],
-                         'segearth_ov:clip_weights': summary['clip_weights']})
+                         'segearth_ov:method': summary['method'],
+                         'segearth_ov:weights': summary['weights']})
     return dict(type='Feature', stac_version='1.0.0', stac_extensions=[
         'https://stac-extensions.github.io/projection/v2.0.0/schema.json',
         'https://stac-extensions.github.io/classification/v2.0.0/schema.json'],

@@ -84,20 +84,19 @@ def label_polygons(dataset, block: int = 1024, progress: bool = False
 
 def vectorize_labels(label_path, out_path, class_names: Sequence[str], fmt: str = 'gpkg',
                      min_area: float = 0.0, simplify: float = 0.0, block: int = 1024,
-                     progress: bool = False) -> int:
+                     progress: bool = False, batch: int = 4096) -> int:
     """Write the polygons of a label raster to ``out_path``: one feature per connected
     region (no-data gives none), with ``class_id``, ``class_name``, ``pixels`` and
     ``area_m2`` (None unless the CRS is projected in metres), in the raster's CRS.
 
     ``min_area`` drops regions smaller than it (m^2 when the CRS is in metres, else pixels);
-    ``simplify`` (map units) smooths outlines, each polygon kept valid. Written under a
+    ``simplify`` (map units) smooths outlines, each polygon kept valid. Features are
+    transformed and written ``batch`` at a time (one transaction each). Written under a
     temporary name and renamed when complete. Returns the number of features.
     """
     import fiona
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
-    from shapely.affinity import affine_transform
-    from shapely.geometry import mapping
     driver, _ = vector_format(fmt)
     if min_area < 0 or simplify < 0:
         raise ValueError(f'--min-area and --simplify must be >= 0, got {min_area}, {simplify}')
@@ -110,28 +109,47 @@ def vectorize_labels(label_path, out_path, class_names: Sequence[str], fmt: str 
             dataset = rasterio.open(label_path)
         with dataset:
             area = pixel_area_m2(dataset.crs, dataset.transform)
-            t = dataset.transform
-            to_map = [t.a, t.b, t.d, t.e, t.c, t.f]
             crs = dataset.crs.to_wkt() if dataset.crs else None
             # the layer is named after the output, not the temporary file
             with fiona.Env(), fiona.open(tmp, 'w', driver=driver, schema=SCHEMA, crs_wkt=crs,
                                          layer=Path(out_path).stem) as sink:
-                for polygon, value in label_polygons(dataset, block, progress):
-                    pixels = int(round(polygon.area))
-                    if (pixels * area if area else pixels) < min_area:
-                        continue
-                    geometry = affine_transform(polygon, to_map)
-                    if simplify:
-                        geometry = geometry.simplify(simplify, preserve_topology=True)
-                    sink.write({'geometry': mapping(geometry), 'properties': {
-                        'class_id': value, 'class_name': _name(class_names, value),
-                        'pixels': pixels, 'area_m2': None if area is None else pixels * area}})
-                    count += 1
+                pending: list = []
+                for item in label_polygons(dataset, block, progress):
+                    pending.append(item)
+                    if len(pending) == batch:
+                        count += _write(sink, pending, dataset.transform, area, class_names,
+                                        min_area, simplify)
+                        pending = []
+                count += _write(sink, pending, dataset.transform, area, class_names, min_area,
+                                simplify)
         publish(tmp, Path(out_path))
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return count
+
+
+def _write(sink, items, transform, area, class_names, min_area, simplify) -> int:
+    """Filter, transform to map coordinates and write ``(pixel polygon, class)`` pairs."""
+    import shapely
+    from shapely.geometry import mapping
+    if not items:
+        return 0
+    polygons = np.array([p for p, _ in items], dtype=object)
+    values = np.array([v for _, v in items])
+    pixels = np.rint(shapely.area(polygons)).astype(np.int64)
+    keep = (pixels * area if area else pixels) >= min_area
+    polygons, values, pixels = polygons[keep], values[keep], pixels[keep]
+    t = transform
+    geometries = shapely.transform(polygons, lambda xy: np.stack(
+        [t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f], 1))
+    if simplify:
+        geometries = shapely.simplify(geometries, simplify, preserve_topology=True)
+    sink.writerecords([{'geometry': mapping(g), 'properties': {
+        'class_id': int(v), 'class_name': _name(class_names, int(v)), 'pixels': int(n),
+        'area_m2': None if area is None else int(n) * area}}
+        for g, v, n in zip(geometries, values, pixels)])
+    return len(values)
 
 
 def _name(class_names: Sequence[str], value: int) -> Optional[str]:

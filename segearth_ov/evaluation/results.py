@@ -20,9 +20,9 @@ from openpyxl import Workbook, load_workbook
 
 from ..fileio import atomic_path
 
-SETTINGS = ['CLIP', 'weights', 'attention', 'attention layers', 'upsampler',
-            'cls_token_lambda', 'prob_thd', 'bg_idx', 'logit_scale', 'slide', 'templates',
-            'precision', 'data_root']
+SETTINGS = ['method', 'CLIP', 'weights', 'attention', 'attention layers', 'upsampler',
+            'cls_token_lambda', 'confidence_threshold', 'prob_thd', 'bg_idx', 'logit_scale',
+            'slide', 'templates', 'precision', 'data_root']
 KEY = ['config'] + SETTINGS
 SUMMARY = ['config', 'dataset', 'task'] + SETTINGS + [
     'status', 'aAcc', 'mIoU', 'mAcc', 'paper mIoU', 'mIoU - paper', 'images', 'images/s',

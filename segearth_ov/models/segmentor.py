@@ -69,6 +69,8 @@ class SegEarthOV(BaseSegmentor):
             (to None); a training-free model has no use for them.
     """
 
+    METHOD = 'SegEarth-OV'
+
     def __init__(self,
                  clip: dict = dict(arch='ViT-B-16', pretrained='openai'),
                  attention: str = 'SegEarth',
@@ -229,7 +231,7 @@ class SegEarthOV(BaseSegmentor):
                                      pred_sem_seg=PixelData(data=pred[None])))
         return data_samples
 
-    def top_classes(self, inputs: Tensor, class_chunk: int = 256,
+    def top_classes(self, inputs: Tensor, class_chunk: int = 64,
                     data_samples: Optional[List[SegDataSample]] = None
                     ) -> List[Tuple[Tensor, Tensor]]:
         """The labels and the winning class's probability of a batch, computed
@@ -270,10 +272,12 @@ class SegEarthOV(BaseSegmentor):
                     if tuple(scaled.shape[-2:]) != ori_shape:
                         scaled = F.interpolate(scaled, ori_shape, mode='bilinear',
                                                align_corners=False)
-                    scaled = self.logit_scale * scaled[0]
-                    best, label = queries_to_classes(scaled, (owner[picked] - first).tolist(),
-                                                     last - first).max(dim=0)
+                    scaled = scaled[0].mul_(self.logit_scale)
                     lse = scaled.logsumexp(dim=0)
+                    if len(picked) > last - first:  # synonyms: their max per class first
+                        scaled = queries_to_classes(scaled, (owner[picked] - first).tolist(),
+                                                    last - first)
+                    best, label = scaled.max(dim=0)
                     if running[index] is None:
                         running[index] = (best, label + first, lse)
                         continue

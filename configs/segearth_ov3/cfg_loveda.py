@@ -1,0 +1,6 @@
+_base_ = ['../cfg_loveda.py', './_base_/segearth_ov3.py']
+
+model = dict(_delete_=True, type='SegEarthOV3',
+             name_path='configs/names/segearth_ov3/loveda.txt',
+             confidence_threshold=0.5, prob_thd=0.5, bg_idx=0)
+test_dataloader = dict(dataset=dict(pipeline={{_base_.sam3_pipeline}}))
