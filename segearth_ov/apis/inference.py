@@ -21,7 +21,7 @@ from ..weights import (SAM3_CHECKPOINT, clip_patch_size, describe_weights, resol
 from .aoi import AreaOfInterest
 from .blending import blended_probabilities, top_class_cores
 from .label_maps import (CONFIDENCE_NODATA, BandWriter, LabelWriter, confidence_to_uint8,
-                         label_dtype, nodata_label, read_labels_preview)
+                         label_dtype, nodata_label, read_labels_preview, write_windows)
 from .outputs import OutputOptions, output_paths
 from .scenes import ArrayScene, RasterScene, raster_session
 from .vectorize import vectorize_labels
@@ -88,7 +88,7 @@ class _Band:
 
 
 class OpenVocabSegmenter:
-    """SegEarth-OV for arrays and files.
+    """SegEarth-OV (or SegEarth-OV3) for arrays and files.
 
     Args:
         classes: class lines (``['building,roof', 'road']``), ``"building,roof;road"`` or a
@@ -372,17 +372,10 @@ class OpenVocabSegmenter:
                     count = len(tile_grid(scene.height, scene.width, self.tile, self.overlap))
                     with tqdm(total=count, desc=f'{path.name} rows {rows[0]}-{rows[1]}',
                               unit='tile', disable=not progress) as bar:
-                        try:
+                        write_windows(writers, (
+                            ((y1 - rows[0], y2 - rows[0], x1, x2), *values)
                             for (y1, y2, x1, x2), *values in self.scene_labels(
-                                    scene, bar.update, area, rows):
-                                for writer, value in zip(writers, values):
-                                    writer.write((y1 - rows[0], y2 - rows[0], x1, x2), value)
-                            for writer in writers:
-                                writer.close()
-                        except BaseException:
-                            for writer in writers:
-                                writer.abort()
-                            raise
+                                scene, bar.update, area, rows)))
             finally:
                 scene.close()
         except Exception as err:  # the others must hear of it, not wait for this band
@@ -437,19 +430,9 @@ class OpenVocabSegmenter:
             start = time.perf_counter()
             with tqdm(total=count, desc=path.name, unit='tile',
                       disable=not progress or part is not None) as bar:
-                try:
-                    windows = (self._assembled_parts(scene, outputs, part.world)
-                               if part is not None else
-                               self.scene_labels(scene, bar.update, area))
-                    for window, labels, confidence in windows:
-                        for writer, values in zip(writers, (labels, confidence)):
-                            writer.write(window, values)
-                    for writer in writers:
-                        writer.close()
-                except BaseException:
-                    for writer in writers:
-                        writer.abort()
-                    raise
+                write_windows(writers, self._assembled_parts(scene, outputs, part.world)
+                              if part is not None else
+                              self.scene_labels(scene, bar.update, area))
             self._overlay(scene, written['labels'], outputs['overlay'], overlay_side)
             features = None
             if self.outputs.vector:

@@ -115,6 +115,21 @@ class LabelWriter(BandWriter):
         super().write(window, labels)
 
 
+def write_windows(writers, windows) -> None:
+    """Write ``(window, value, value, ...)`` items, one value per writer, and close the
+    writers; on any failure every writer is aborted, so no partial file is left."""
+    try:
+        for window, *values in windows:
+            for writer, value in zip(writers, values):
+                writer.write(window, value)
+        for writer in writers:
+            writer.close()
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
+
+
 def read_labels_preview(path: Path, shape: Tuple[int, int]) -> np.ndarray:
     """The label map at ``shape`` (nearest neighbour), read without loading it whole."""
     import rasterio

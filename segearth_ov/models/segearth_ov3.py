@@ -25,7 +25,7 @@ from .data_preprocessor import RSDataPreProcessor
 from .postprocess import queries_to_classes, threshold_to_background
 from .sam3_fusion import fuse_prompt_maps, resize_views
 from .sliding import stitch_windows, window_batches
-from .text import ClassQueries, read_class_names
+from .text import segmentor_classes
 
 PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 CONTEXT_LENGTH = 32  # SAM 3's text context
@@ -102,13 +102,7 @@ class SegEarthOV3(BaseSegmentor):
         if data_preprocessor is None:
             data_preprocessor = dict(type=RSDataPreProcessor, mean=None, std=None)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        if (name_path is None) == (classes is None):
-            raise ValueError('give exactly one of name_path (a class-name file) or classes')
-        self.class_queries = (read_class_names(name_path) if name_path is not None
-                              else ClassQueries.parse(classes))
-        if not 0 <= bg_idx < self.class_queries.num_classes:
-            raise ValueError(f'bg_idx={bg_idx} is not a class index (0..'
-                             f'{self.class_queries.num_classes - 1})')
+        self.class_queries = segmentor_classes(name_path, classes, bg_idx)
         if precision not in ('auto', *PRECISIONS):
             raise ValueError(f'precision must be auto or one of {", ".join(PRECISIONS)}, got '
                              f'{precision!r}')

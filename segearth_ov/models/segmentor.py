@@ -27,8 +27,8 @@ from .dense_clip import DenseCLIP, crop_padding, pad_to_multiple
 from .global_bias import alleviate_global_bias
 from .postprocess import queries_to_classes, threshold_to_background
 from .sliding import slide_logits, stitch_windows, window_batches
-from .text import (ClassQueries, cached_query_embeddings, openai_imagenet_templates,
-                   read_class_names)
+from .text import (cached_query_embeddings, openai_imagenet_templates,
+                   segmentor_classes)
 from .upsamplers import build_upsampler
 
 # (cls [N, D], patches [N, D, h, w], padded crops [N, 3, H, W], padding) of a window batch
@@ -99,13 +99,7 @@ class SegEarthOV(BaseSegmentor):
         if data_preprocessor is None:
             data_preprocessor = dict(type=RSDataPreProcessor)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        if (name_path is None) == (classes is None):
-            raise ValueError('give exactly one of name_path (a class-name file) or classes')
-        self.class_queries: ClassQueries = (read_class_names(name_path) if name_path is not None
-                                            else ClassQueries.parse(classes))
-        if not 0 <= bg_idx < self.class_queries.num_classes:
-            raise ValueError(f'bg_idx={bg_idx} is not a class index (0..'
-                             f'{self.class_queries.num_classes - 1})')
+        self.class_queries = segmentor_classes(name_path, classes, bg_idx)
         if precision not in PRECISIONS:
             raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}, got {precision!r}')
         if window_batch_size < 1:

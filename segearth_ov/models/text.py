@@ -101,6 +101,18 @@ def read_class_names(path) -> ClassQueries:
     return ClassQueries.parse(read_name_lines(path), source=str(path))
 
 
+def segmentor_classes(name_path: Optional[str], classes, bg_idx: int) -> ClassQueries:
+    """A segmentor's class list: exactly one of ``name_path`` (a names file) or ``classes``
+    (anything :meth:`ClassQueries.parse` takes), with ``bg_idx`` one of its classes."""
+    if (name_path is None) == (classes is None):
+        raise ValueError('give exactly one of name_path (a class-name file) or classes')
+    queries = read_class_names(name_path) if name_path is not None else \
+        ClassQueries.parse(classes)
+    if not 0 <= bg_idx < queries.num_classes:
+        raise ValueError(f'bg_idx={bg_idx} is not a class index (0..{queries.num_classes - 1})')
+    return queries
+
+
 def openai_imagenet_templates() -> List[Template]:
     """The 80 ImageNet prompt templates of CLIP, as open_clip ships them."""
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
