@@ -151,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _process_group():
-    """``(rank, world size, local rank)`` under torchrun (a gloo group, used for one final
-    barrier), else ``(0, 1, 0)``."""
+    """``(rank, world size, local rank)`` under torchrun (a gloo group: a final barrier, and
+    with --split-scenes one agreement per scene), else ``(0, 1, 0)``."""
     world = int(os.environ.get('WORLD_SIZE', '1'))
     if world == 1:
         return 0, 1, 0
@@ -210,6 +210,9 @@ def _predict(args) -> int:
         report(error, args.debug)
         return 2
     part = None
+    if args.split_scenes and world == 1:
+        logging.getLogger(__name__).warning('--split-scenes: one process only (start it with '
+                                            'torchrun or dist_predict.sh to split scenes)')
     if args.split_scenes and world > 1:
         mine, part = inputs, ScenePart(rank, world, _all_agree)
     else:

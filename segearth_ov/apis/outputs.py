@@ -42,9 +42,10 @@ class OutputOptions:
                              'gpkg (or geojson)')
 
     def settings(self, aoi_hash: Optional[str] = None) -> dict:
-        """The options as recorded with each result (the area of interest by content)."""
+        """The options as recorded with each result: the area of interest by its file name
+        and content, so the same file reached by another path counts as the same."""
         return dict(asdict(self), aoi=None if self.aoi is None else
-                    dict(path=str(self.aoi), hash=aoi_hash))
+                    dict(name=Path(self.aoi).name, hash=aoi_hash))
 
 
 def output_paths(out_dir, name: str, options: OutputOptions = OutputOptions()

@@ -8,7 +8,6 @@ plus those pieces, whatever the raster's size.
 """
 from __future__ import annotations
 
-import logging
 import warnings
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -18,8 +17,6 @@ import numpy as np
 from ..fileio import publish, temporary_beside
 from ..geometry import tile_grid
 from .scenes import pixel_area_m2
-
-logger = logging.getLogger(__name__)
 
 # --vector choice -> (OGR driver, file suffix)
 VECTOR_FORMATS = {'gpkg': ('GPKG', '.gpkg'), 'geojson': ('GeoJSON', '.geojson')}
@@ -59,6 +56,7 @@ def label_polygons(dataset, block: int = 1024, progress: bool = False
                    ) -> Iterator[Tuple[object, int]]:
     """Every connected region of an open single-band label raster, as ``(polygon in pixel
     coordinates, class)``; regions cut by block edges come out whole (after the others)."""
+    from rasterio.windows import Window as RWindow
     from shapely.ops import unary_union
     from tqdm import tqdm
     height, width = dataset.height, dataset.width
@@ -66,7 +64,6 @@ def label_polygons(dataset, block: int = 1024, progress: bool = False
     nodata = -1 if nodata is None else int(nodata)
     waiting: Dict[int, list] = {}
     blocks = tile_grid(height, width, block, 0)
-    from rasterio.windows import Window as RWindow
     for window in tqdm(blocks, desc='polygons', unit='block', disable=not progress):
         y1, y2, x1, x2 = window
         labels = dataset.read(1, window=RWindow(x1, y1, x2 - x1, y2 - y1))
