@@ -530,3 +530,20 @@ def test_predict_runs_segearth_ov3(small_weights, tmp_path, capsys):
                  str(tmp_path / 'nowhere.pt')]) == 2
     err = capsys.readouterr().err
     assert 'gated' in err and 'Traceback' not in err
+
+
+def test_eval_all_runs_the_sam3_configs(tmp_path, monkeypatch, capsys):
+    """eval_all over configs/segearth_ov3 without data: one 'missing data' row per
+    benchmark, keyed as SegEarth-OV3 rows (no model is built for a missing set)."""
+    from test_eval_tools import summary_rows
+    from segearth_ov.evaluation.cli import eval_all_main
+    monkeypatch.setenv('SEGEARTH_OV_DATA', str(tmp_path / 'no_data'))
+    results = tmp_path / 'r.xlsx'
+    assert eval_all_main(['--config-dir', str(REPO / 'configs' / 'segearth_ov3'),
+                          '--results', str(results), '--work-dir', str(tmp_path / 'w')]) == 0
+    rows, _ = summary_rows(results)
+    assert sorted(r['config'] for r in rows) == sorted(f'cfg_{n}' for n in PUBLISHED)
+    assert {(r['method'], r['status']) for r in rows} == {('SegEarth-OV3', 'missing data')}
+    by_name = {r['config']: r for r in rows}
+    assert by_name['cfg_potsdam']['confidence_threshold'] == 0.2
+    assert by_name['cfg_openearthmap']['slide'] == '512/512'
