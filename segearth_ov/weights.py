@@ -483,8 +483,10 @@ SAM3_KEY_RULES = [(re.compile(pattern), replacement) for pattern, replacement in
      r'box_rpb_embed_[xy])|dot_product_scoring\.text_mlp)\.layers\.(\d)\.',
      lambda m: f'{m.group(1)}.layer{int(m.group(2)) + 1}.'),
 ]]
-# Meta keys with no counterpart: the video tracker, and buffers transformers recomputes
-SAM3_IGNORED = re.compile(r'^tracker\.|\.freqs_cis$')
+# Meta keys with no counterpart in the image detector: the video tracker, the SAM 2 neck it
+# reads (``sam2_convs``, inside the detector's backbone), and rotary tables transformers
+# recomputes
+SAM3_IGNORED = re.compile(r'^tracker\.|^backbone\.vision_backbone\.sam2_convs\.|\.freqs_cis$')
 
 
 def _split_qkv(state: Dict[str, torch.Tensor]) -> None:
@@ -497,7 +499,7 @@ def _split_qkv(state: Dict[str, torch.Tensor]) -> None:
 
 
 def sam3_meta_to_transformers(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Meta's ``sam3.pt`` detector state (``detector.*``; ``tracker.*`` ignored) under
+    """Meta's ``sam3.pt`` detector state (``detector.*``; :data:`SAM3_IGNORED` dropped) under
     transformers' ``Sam3Model`` names: keys renamed by :data:`SAM3_KEY_RULES`, fused q/k/v
     projections split, the position embedding's class-token slot dropped, and the CLIP
     text projection transposed (Meta stores it as ``x @ W``)."""

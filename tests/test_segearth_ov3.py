@@ -331,6 +331,7 @@ def test_meta_checkpoint_loads_strictly(tmp_path, small_state):
     assert not any('q_proj' in k or 'o_proj' in k for k in meta)
     meta['tracker.maskmem_tpos_enc'] = torch.zeros(3)  # the video tracker: ignored
     meta['detector.backbone.vision_backbone.trunk.blocks.0.attn.freqs_cis'] = torch.zeros(2)
+    meta['detector.backbone.vision_backbone.sam2_convs.0.conv_1x1.weight'] = torch.zeros(2)
     torch.save({'model': meta}, tmp_path / 'sam3.pt')
     loaded = build_sam3(str(tmp_path / 'sam3.pt'), SMALL).state_dict()
     assert loaded.keys() == small_state.keys()
