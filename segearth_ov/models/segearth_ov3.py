@@ -232,7 +232,7 @@ class SegEarthOV3(BaseSegmentor):
             scores = F.interpolate(scores, ori_shape, mode='bilinear', align_corners=False)
         return scores[0]
 
-    def top_classes(self, inputs: Tensor, class_chunk: int = 256,
+    def top_classes(self, inputs: Tensor, class_chunk: int = 64,
                     data_samples: Optional[List[SegDataSample]] = None
                     ) -> List[Tuple[Tensor, Tensor]]:
         """Per image ``(labels [H0, W0], best class score [H0, W0])``, computed

@@ -230,9 +230,10 @@ class SegEarthOV(BaseSegmentor):
                     ) -> List[Tuple[Tensor, Tensor]]:
         """The labels and the winning class's probability of a batch, computed
         ``class_chunk`` classes at a time, for vocabularies whose ``[Q, H, W]`` map would not
-        fit in memory. ``inputs`` ``[B, 3, H, W]`` normalised; returns per image ``(labels
-        [H0, W0]`` int64 with the background threshold, ``probability [H0, W0]`` float32)``
-        at ``ori_shape``: :meth:`predict`'s ``pred_sem_seg`` and ``seg_logits.max(0)``.
+        fit in memory. ``inputs`` ``[B, 3, H, W]`` normalised; returns per image ``(labels,
+        probability)`` at ``ori_shape``: labels ``[H0, W0]`` int64 with the background
+        threshold and probability ``[H0, W0]`` float32, :meth:`predict`'s ``pred_sem_seg``
+        and ``seg_logits.max(0)``.
 
         CLIP runs once per window; each chunk re-runs the upsampler and the scoring. The
         softmax over all queries is kept as a running log-sum-exp, and the classes as a
