@@ -116,7 +116,16 @@ def test_min_area_and_simplify(tmp_path):
     vertices = [sum(len(shape(f.geometry).exterior.coords) for f in features(p)[1])
                 for p in (tmp_path / 'e.gpkg', tmp_path / 's.gpkg')]
     assert vertices[1] < vertices[0] / 3
-    assert all(shape(f.geometry).is_valid for f in features(tmp_path / 's.gpkg')[1])
+    simplified = [shape(f.geometry) for f in features(tmp_path / 's.gpkg')[1]]
+    assert all(g.is_valid for g in simplified)
+    # shared edges are simplified once: neighbours neither overlap nor leave gaps
+    import shapely
+    assert shapely.coverage_is_valid(np.array(simplified, dtype=object))
+    names = [f.properties['class_name'] for f in features(tmp_path / 's.gpkg')[1]]
+    house, background = (max((g for g, n in zip(simplified, names) if n == name),
+                             key=lambda g: g.area) for name in ('house', 'background'))
+    assert house.intersection(background).area == pytest.approx(0, abs=1e-6)
+    assert house.boundary.intersection(background.boundary).length > 50
 
 
 def test_unreferenced_labels_give_pixel_polygons(tmp_path):

@@ -86,10 +86,12 @@ def vectorize_labels(label_path, out_path, class_names: Sequence[str], fmt: str 
     region (no-data gives none), with ``class_id``, ``class_name``, ``pixels`` and
     ``area_m2`` (None unless the CRS is projected in metres), in the raster's CRS.
 
-    ``min_area`` drops regions smaller than it (m^2 when the CRS is in metres, else pixels);
-    ``simplify`` (map units) smooths outlines, each polygon kept valid. Features are
-    transformed and written ``batch`` at a time (one transaction each). Written under a
-    temporary name and renamed when complete. Returns the number of features.
+    ``min_area`` drops regions smaller than it (m^2 when the CRS is in metres, else pixels).
+    ``simplify`` (map units) smooths outlines as a coverage (shapely's
+    ``coverage_simplify``): an edge two regions share is simplified once, so neighbours
+    neither overlap nor gap; this holds every polygon in memory until written. Features are
+    written ``batch`` at a time (one transaction each), under a temporary name renamed when
+    complete. Returns the number of features.
     """
     import fiona
     import rasterio
@@ -107,18 +109,17 @@ def vectorize_labels(label_path, out_path, class_names: Sequence[str], fmt: str 
         with dataset:
             area = pixel_area_m2(dataset.crs, dataset.transform)
             crs = dataset.crs.to_wkt() if dataset.crs else None
+            features = _Features(dataset.transform, area, min_area)
             # the layer is named after the output, not the temporary file
             with fiona.Env(), fiona.open(tmp, 'w', driver=driver, schema=SCHEMA, crs_wkt=crs,
                                          layer=Path(out_path).stem) as sink:
-                pending: list = []
                 for item in label_polygons(dataset, block, progress):
-                    pending.append(item)
-                    if len(pending) == batch:
-                        count += _write(sink, pending, dataset.transform, area, class_names,
-                                        min_area, simplify)
-                        pending = []
-                count += _write(sink, pending, dataset.transform, area, class_names, min_area,
-                                simplify)
+                    features.add(*item)
+                    if not simplify and len(features) >= batch:
+                        count += features.write(sink, class_names)
+                if simplify:
+                    features.simplify(simplify)
+                count += features.write(sink, class_names)
         publish(tmp, Path(out_path))
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -126,27 +127,50 @@ def vectorize_labels(label_path, out_path, class_names: Sequence[str], fmt: str 
     return count
 
 
-def _write(sink, items, transform, area, class_names, min_area, simplify) -> int:
-    """Filter, transform to map coordinates and write ``(pixel polygon, class)`` pairs."""
-    import shapely
-    from shapely.geometry import mapping
-    if not items:
-        return 0
-    polygons = np.array([p for p, _ in items], dtype=object)
-    values = np.array([v for _, v in items])
-    pixels = np.rint(shapely.area(polygons)).astype(np.int64)
-    keep = (pixels * area if area else pixels) >= min_area
-    polygons, values, pixels = polygons[keep], values[keep], pixels[keep]
-    t = transform
-    geometries = shapely.transform(polygons, lambda xy: np.stack(
-        [t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f], 1))
-    if simplify:
-        geometries = shapely.simplify(geometries, simplify, preserve_topology=True)
-    sink.writerecords([{'geometry': mapping(g), 'properties': {
-        'class_id': int(v), 'class_name': _name(class_names, int(v)), 'pixels': int(n),
-        'area_m2': None if area is None else int(n) * area}}
-        for g, v, n in zip(geometries, values, pixels)])
-    return len(values)
+class _Features:
+    """Polygons waiting to be written: kept if at least ``min_area``, moved from pixel to
+    map coordinates (``transform``) as a batch."""
+
+    def __init__(self, transform, area: Optional[float], min_area: float):
+        self.transform, self.area, self.min_area = transform, area, min_area
+        self.geometries, self.values, self.pixels = [], [], []
+        self.mapped = False  # geometries already in map coordinates (simplified)
+
+    def __len__(self) -> int:
+        return len(self.geometries)
+
+    def add(self, polygon, value: int) -> None:
+        pixels = int(round(polygon.area))  # exact: pixel-grid outlines
+        if (pixels * self.area if self.area else pixels) >= self.min_area:
+            self.geometries.append(polygon)
+            self.values.append(value)
+            self.pixels.append(pixels)
+
+    def _map_coordinates(self):
+        import shapely
+        t = self.transform
+        return shapely.transform(np.array(self.geometries, dtype=object), lambda xy: np.stack(
+            [t.a * xy[:, 0] + t.b * xy[:, 1] + t.c, t.d * xy[:, 0] + t.e * xy[:, 1] + t.f], 1))
+
+    def simplify(self, tolerance: float) -> None:
+        import shapely
+        if self.geometries:
+            self.geometries = list(shapely.coverage_simplify(self._map_coordinates(),
+                                                             tolerance))
+            self.mapped = True
+
+    def write(self, sink, class_names: Sequence[str]) -> int:
+        from shapely.geometry import mapping
+        if not self.geometries:
+            return 0
+        geometries = self.geometries if self.mapped else self._map_coordinates()
+        sink.writerecords([{'geometry': mapping(g), 'properties': {
+            'class_id': v, 'class_name': _name(class_names, v), 'pixels': n,
+            'area_m2': None if self.area is None else n * self.area}}
+            for g, v, n in zip(geometries, self.values, self.pixels)])
+        count = len(self.geometries)
+        self.geometries, self.values, self.pixels = [], [], []
+        return count
 
 
 def _name(class_names: Sequence[str], value: int) -> Optional[str]:
