@@ -136,3 +136,27 @@ def test_segmentor_with_a_weights_file_reuses_the_cache(tmp_path, counted, monke
     small_segmentor(clip=dict(arch='ViT-S-16', pretrained=str(weights)),
                     text_cache=False).query_embeddings
     assert len(counted) == 2 * encoded
+
+
+@pytest.mark.parametrize('fixture', ['small_clip', 'vit_b16'])
+def test_text_encoding_skips_the_padding_exactly(fixture, request):
+    """Only the columns up to the last end-of-text token are computed: equal to open_clip's
+    encode_text on the full 77-token context (float rounding only)."""
+    from segearth_ov.models.text import encode_text
+    model, tokenizer = request.getfixturevalue(fixture)
+    tokens = tokenizer(['a photo of a building.', 'low vegetation', 'road',
+                        'a satellite image of a very large parking lot with many cars'])
+    with torch.no_grad():
+        expected = model.encode_text(tokens)
+        got = encode_text(model, tokens)
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5)
+
+
+def test_text_encoding_keeps_towers_that_read_the_padding(small_clip, monkeypatch):
+    """A tower pooling the last column (non-causal towers do) runs on the whole context."""
+    from segearth_ov.models.text import encode_text
+    model, tokenizer = small_clip
+    tokens = tokenizer(['road', 'a photo of a building.'])
+    monkeypatch.setattr(model, 'text_pool_type', 'last')
+    with torch.no_grad():
+        assert torch.equal(encode_text(model, tokens), model.encode_text(tokens))

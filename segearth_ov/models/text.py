@@ -124,6 +124,36 @@ def _fill(template: Template, name: str) -> str:
 
 
 @torch.no_grad()
+def encode_text(clip_model, tokens: Tensor) -> Tensor:
+    """``clip_model.encode_text(tokens)`` ``[B, D]`` for tokens ``[B, L]``, computed only on
+    the columns up to the batch's last pooled (end-of-text) token when the text tower is
+    causal and pools at that token (open_clip's ``CLIP`` with ``argmax`` or ``eos``
+    pooling): under a causal mask no output at or before that token depends on the padding
+    after it, so the padding is never computed (a 77-token context holds prompts of about
+    10 tokens). Any other tower runs ``encode_text`` as it is."""
+    import open_clip
+    from open_clip.transformer import text_global_pool
+    pool = getattr(clip_model, 'text_pool_type', None)
+    if not isinstance(clip_model, open_clip.CLIP) or clip_model.attn_mask is None or \
+            pool not in ('argmax', 'eos'):
+        return clip_model.encode_text(tokens)
+    eos = getattr(clip_model, 'text_eos_id', None)
+    pooled = tokens.argmax(dim=-1) if pool == 'argmax' else \
+        (tokens == eos).int().argmax(dim=-1)
+    length = int(pooled.max()) + 1
+    text = tokens[:, :length]
+    cast_dtype = clip_model.transformer.get_cast_dtype()
+    x = clip_model.token_embedding(text).to(cast_dtype) + \
+        clip_model.positional_embedding[:length].to(cast_dtype)
+    x = clip_model.transformer(x, attn_mask=clip_model.attn_mask[:length, :length])
+    x = text_global_pool(clip_model.ln_final(x), text, pool, eos_token_id=eos)
+    if clip_model.text_projection is None:
+        return x
+    if isinstance(clip_model.text_projection, torch.nn.Linear):
+        return clip_model.text_projection(x)
+    return x @ clip_model.text_projection
+
+
 def encode_queries(clip_model, tokenizer, queries: Sequence[str],
                    templates: Sequence[Template], batch_size: int = 256,
                    progress: bool = False) -> Tensor:
@@ -140,7 +170,7 @@ def encode_queries(clip_model, tokenizer, queries: Sequence[str],
     for start in tqdm(starts, desc=f'text: {len(queries)} names x {len(templates)} templates',
                       unit='batch', disable=not progress or len(starts) < 2, leave=False):
         tokens = tokenizer(prompts[start:start + batch_size]).to(device)
-        chunks.append(F.normalize(clip_model.encode_text(tokens).float(), dim=-1))
+        chunks.append(F.normalize(encode_text(clip_model, tokens).float(), dim=-1))
     per_prompt = torch.cat(chunks).view(len(queries), len(templates), -1)
     return F.normalize(per_prompt.mean(dim=1), dim=-1)
 
