@@ -35,6 +35,7 @@ def main():
     import torch
     torch.set_num_threads(args.threads)
     from segearth_ov.models import SegEarthOV3
+    from segearth_ov.models.precision import autocast
     from segearth_ov.models.sam3_fusion import fuse_prompt_maps, resize_views
     from segearth_ov.models.segearth_ov3 import tokenize_prompts
     names = ['building', 'road', 'water', 'tree', 'grass', 'car', 'bare soil', 'cropland']
@@ -46,7 +47,7 @@ def main():
                          args.device)
     image = torch.rand(1, 3, args.side, args.side, device=args.device) * 255
     prompts = torch.arange(len(names), device=args.device)
-    with torch.inference_mode(), model._autocast(image.device):
+    with torch.inference_mode(), autocast(model.precision, image.device):
         (text, _), text_s = timed(lambda: model.prompt_embeddings, args.device)
         features, vision_s = timed(lambda: model.window_features(image), args.device)
         maps, prompt_s = timed(lambda: model.features_logits(features, prompts), args.device)

@@ -263,3 +263,16 @@ def test_scene_transform_is_used_for_pixel_areas():
         pytest.approx(0.09)
     assert pixel_area_m2(CRS.from_epsg(4326), Affine(0.1, 0, 0, 0, -0.1, 0)) is None
     assert pixel_area_m2(None, Affine.identity()) is None
+
+
+def test_negative_shaping_is_refused(tmp_path, capsys):
+    label_raster(tmp_path / 'l.tif', rectangles())
+    for options in (dict(min_area=-1.0), dict(simplify=-0.5)):
+        with pytest.raises(ValueError, match='must be >= 0'):
+            vectorize_labels(tmp_path / 'l.tif', tmp_path / 'p.gpkg', NAMES, **options)
+    assert not list(tmp_path.glob('*.gpkg*')) and not list(tmp_path.glob('.p.gpkg*'))
+    write_geotiff(tmp_path / 's.tif', smooth_scene(32, 32))
+    assert predict(tmp_path / 's.tif', '--out', tmp_path / 'o', '--vector', 'gpkg',
+                   '--simplify', '-1') == 2
+    err = capsys.readouterr().err
+    assert '--min-area and --simplify must be >= 0' in err and 'Traceback' not in err

@@ -1,6 +1,7 @@
 """``OpenVocabSegmenter``: SegEarth-OV on NumPy images and on image files of any size."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -396,17 +397,18 @@ class OpenVocabSegmenter:
                 continue
             paths = self._part_paths(outputs, rank)
             try:
-                for start in range(r0, r1, 256):
-                    stop = min(start + 256, r1)
-                    rwindow = rasterio.windows.Window(0, start - r0, scene.width, stop - start)
-                    with rasterio.open(paths['labels']) as ds:
-                        labels = ds.read(1, window=rwindow)
-                    if self.outputs.confidence:
-                        with rasterio.open(paths['confidence']) as ds:
-                            confidence = ds.read(1, window=rwindow)
-                    else:
-                        confidence = np.full_like(labels, CONFIDENCE_NODATA, np.uint8)
-                    yield (start, stop, 0, scene.width), labels, confidence
+                with contextlib.ExitStack() as files:
+                    labels_ds = files.enter_context(rasterio.open(paths['labels']))
+                    confidence_ds = files.enter_context(rasterio.open(paths['confidence'])) \
+                        if self.outputs.confidence else None
+                    for start in range(r0, r1, 256):
+                        stop = min(start + 256, r1)
+                        rwindow = rasterio.windows.Window(0, start - r0, scene.width,
+                                                          stop - start)
+                        labels = labels_ds.read(1, window=rwindow)
+                        confidence = np.full_like(labels, CONFIDENCE_NODATA, np.uint8) \
+                            if confidence_ds is None else confidence_ds.read(1, window=rwindow)
+                        yield (start, stop, 0, scene.width), labels, confidence
             finally:
                 for leftover in paths.values():
                     leftover.unlink(missing_ok=True)

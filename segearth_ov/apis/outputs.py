@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
-from .vectorize import vector_format
+from .vectorize import check_shaping, vector_format
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,7 @@ class OutputOptions:
     def __post_init__(self):
         if self.vector is not None:
             vector_format(self.vector)
-        if self.min_area < 0 or self.simplify < 0:
-            raise ValueError(f'--min-area and --simplify must be >= 0, got {self.min_area} '
-                             f'and {self.simplify}')
+        check_shaping(self.min_area, self.simplify)
         if (self.min_area or self.simplify) and self.vector is None:
             raise ValueError('--min-area and --simplify shape the polygon layer: add --vector '
                              'gpkg (or geojson)')

@@ -33,6 +33,13 @@ def vector_format(name: str) -> Tuple[str, str]:
                          f'{", ".join(VECTOR_FORMATS)}') from None
 
 
+def check_shaping(min_area: float, simplify: float) -> None:
+    """Refuse a negative ``--min-area`` or ``--simplify``."""
+    if min_area < 0 or simplify < 0:
+        raise ValueError(f'--min-area and --simplify must be >= 0, got {min_area} and '
+                         f'{simplify}')
+
+
 def _regions(labels: np.ndarray, nodata: int, window) -> Iterator[Tuple[object, int]]:
     """``(shapely polygon in global pixel coordinates, class)`` of each 4-connected region
     of one block ``[h, w]``; no-data pixels give none."""
@@ -97,8 +104,7 @@ def vectorize_labels(label_path, out_path, class_names: Sequence[str], fmt: str 
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning
     driver, _ = vector_format(fmt)
-    if min_area < 0 or simplify < 0:
-        raise ValueError(f'--min-area and --simplify must be >= 0, got {min_area}, {simplify}')
+    check_shaping(min_area, simplify)
     tmp = temporary_beside(out_path)
     tmp.unlink()  # the driver creates the file itself
     count = 0

@@ -1,9 +1,12 @@
-"""From query logits to class probabilities and a label map."""
+"""From query logits to class probabilities and a label map: synonym max, background
+threshold, the original size, and the running top class of a vocabulary scored in chunks."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
+from mmseg.structures import SegDataSample
 from torch import Tensor
 
 
@@ -23,3 +26,44 @@ def threshold_to_background(class_probs: Tensor, prob_thd: float, bg_idx: int) -
     ``bg_idx``. ``[C, H, W]`` -> ``[H, W]`` int64."""
     top, pred = class_probs.max(dim=0)
     return torch.where(top < prob_thd, torch.full_like(pred, bg_idx), pred)
+
+
+def bare_samples(inputs: Tensor) -> List[SegDataSample]:
+    """Data samples for a batch ``[B, C, H, W]`` passed without any: the original size is
+    the input size."""
+    shape = tuple(inputs.shape[-2:])
+    return [SegDataSample(metainfo=dict(img_shape=shape, ori_shape=shape))
+            for _ in range(inputs.shape[0])]
+
+
+def to_original_size(maps: Tensor, meta: dict) -> Tensor:
+    """Maps ``[Q, H, W]`` cropped to the sample's ``img_shape`` (padding removed) and
+    resized bilinearly to its ``ori_shape`` (a view when nothing changes)."""
+    img_h, img_w = meta.get('img_shape', maps.shape[-2:])[:2]
+    ori_shape = tuple(meta.get('ori_shape', (img_h, img_w))[:2])
+    maps = maps[None, :, :img_h, :img_w]
+    if tuple(maps.shape[-2:]) != ori_shape:
+        maps = F.interpolate(maps, ori_shape, mode='bilinear', align_corners=False)
+    return maps[0]
+
+
+def class_chunks(query_to_class: Tensor, num_classes: int, chunk: int
+                 ) -> List[Tuple[int, int, Tensor]]:
+    """``(first, last, query indices)`` for classes ``[first, last)``, ``chunk`` classes at a
+    time, with the indices of the queries (synonyms) those classes own."""
+    if chunk < 1:
+        raise ValueError(f'class_chunk must be >= 1, got {chunk}')
+    return [(first, min(first + chunk, num_classes),
+             ((query_to_class >= first) & (query_to_class < first + chunk)).nonzero().squeeze(1))
+            for first in range(0, num_classes, chunk)]
+
+
+def running_top(previous: Optional[Tuple[Tensor, Tensor]], best: Tensor, label: Tensor
+                ) -> Tuple[Tensor, Tensor]:
+    """The running ``(best score, class)`` per pixel after one more chunk of classes: the
+    higher score wins, a tie keeps the earlier chunk's class (as ``argmax`` would)."""
+    if previous is None:
+        return best, label
+    old_best, old_label = previous
+    better = best > old_best
+    return torch.where(better, best, old_best), torch.where(better, label, old_label)

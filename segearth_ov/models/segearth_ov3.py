@@ -10,7 +10,6 @@ Call flow of :meth:`SegEarthOV3.predict`, per batch::
 """
 from __future__ import annotations
 
-import contextlib
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -22,12 +21,13 @@ from torch import Tensor
 
 from ..weights import SAM3_CHECKPOINT, build_sam3
 from .data_preprocessor import RSDataPreProcessor
-from .postprocess import queries_to_classes, threshold_to_background
+from .postprocess import (bare_samples, class_chunks, queries_to_classes, running_top,
+                          threshold_to_background, to_original_size)
+from .precision import autocast, check_precision
 from .sam3_fusion import fuse_prompt_maps, resize_views
 from .sliding import stitch_windows, window_batches
 from .text import segmentor_classes
 
-PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 CONTEXT_LENGTH = 32  # SAM 3's text context
 
 
@@ -103,9 +103,7 @@ class SegEarthOV3(BaseSegmentor):
             data_preprocessor = dict(type=RSDataPreProcessor, mean=None, std=None)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.class_queries = segmentor_classes(name_path, classes, bg_idx)
-        if precision not in ('auto', *PRECISIONS):
-            raise ValueError(f'precision must be auto or one of {", ".join(PRECISIONS)}, got '
-                             f'{precision!r}')
+        check_precision(precision, allow_auto=True)
         for name, value in (('view_batch_size', view_batch_size),
                             ('prompt_batch_size', prompt_batch_size),
                             ('mask_chunk', mask_chunk), ('image_size', image_size)):
@@ -138,16 +136,6 @@ class SegEarthOV3(BaseSegmentor):
         return self._prompts
 
     # image side --------------------------------------------------------------------------
-    def _autocast(self, device: torch.device):
-        precision = self.precision
-        if precision == 'auto':
-            precision = 'bf16' if device.type == 'cuda' else 'fp32'
-        if precision == 'fp32':
-            return contextlib.nullcontext()
-        if device.type != 'cuda':
-            raise ValueError(f'precision={precision} needs CUDA; use fp32 on {device.type}')
-        return torch.autocast('cuda', dtype=PRECISIONS[precision])
-
     def window_features(self, crops: Tensor):
         """SAM 3 vision outputs of views ``[N, 3, h, w]`` (RGB 0..255), with the view size."""
         pixels = resize_views(crops, self.image_size)
@@ -190,7 +178,7 @@ class SegEarthOV3(BaseSegmentor):
         """Query score maps ``[B, Q, H, W]``, averaged where views overlap."""
         self._check_inputs(inputs)
         prompts = torch.arange(len(self.class_queries.queries), device=inputs.device)
-        with torch.inference_mode(), self._autocast(inputs.device):
+        with torch.inference_mode(), autocast(self.precision, inputs.device):
             views = self._views(inputs)
             return stitch_windows(inputs.shape, ((jobs, self.features_logits(f, prompts))
                                                  for jobs, f in views))
@@ -203,9 +191,7 @@ class SegEarthOV3(BaseSegmentor):
         if self.training:
             self.eval()
         if data_samples is None:
-            shape = tuple(inputs.shape[-2:])
-            data_samples = [SegDataSample(metainfo=dict(img_shape=shape, ori_shape=shape))
-                            for _ in range(inputs.shape[0])]
+            data_samples = bare_samples(inputs)
         return self.postprocess_result(self.encode_decode(inputs), data_samples)
 
     def postprocess_result(self, seg_logits: Tensor,
@@ -213,24 +199,13 @@ class SegEarthOV3(BaseSegmentor):
         queries = self.class_queries
         with torch.inference_mode():
             for scores, sample in zip(seg_logits, data_samples):
-                scores = self._to_original(scores, sample.metainfo)
+                scores = to_original_size(scores, sample.metainfo)
                 class_scores = queries_to_classes(scores, queries.query_to_class,
                                                   queries.num_classes)
                 pred = threshold_to_background(class_scores, self.prob_thd, self.bg_idx)
                 sample.set_data(dict(seg_logits=PixelData(data=class_scores),
                                      pred_sem_seg=PixelData(data=pred[None])))
         return data_samples
-
-    @staticmethod
-    def _to_original(scores: Tensor, meta: dict) -> Tensor:
-        """``[Q, H, W]`` cropped to ``img_shape`` and resized to ``ori_shape``."""
-        import torch.nn.functional as F
-        img_h, img_w = meta.get('img_shape', scores.shape[-2:])[:2]
-        ori_shape = tuple(meta.get('ori_shape', (img_h, img_w))[:2])
-        scores = scores[None, :, :img_h, :img_w]
-        if tuple(scores.shape[-2:]) != ori_shape:
-            scores = F.interpolate(scores, ori_shape, mode='bilinear', align_corners=False)
-        return scores[0]
 
     def top_classes(self, inputs: Tensor, class_chunk: int = 64,
                     data_samples: Optional[List[SegDataSample]] = None
@@ -240,34 +215,23 @@ class SegEarthOV3(BaseSegmentor):
         ``pred_sem_seg`` and ``seg_logits.max(0)`` of :meth:`predict` without a map of the
         whole vocabulary."""
         self._check_inputs(inputs)
-        if class_chunk < 1:
-            raise ValueError(f'class_chunk must be >= 1, got {class_chunk}')
         queries = self.class_queries
         owner = torch.as_tensor(queries.query_to_class, device=inputs.device)
-        metas = [s.metainfo for s in data_samples] if data_samples else \
-            [{}] * inputs.shape[0]
-        running = [None] * inputs.shape[0]
-        with torch.inference_mode(), self._autocast(inputs.device):
+        chunks = class_chunks(owner, queries.num_classes, class_chunk)
+        metas = [s.metainfo for s in data_samples or bare_samples(inputs)]
+        top = [None] * inputs.shape[0]  # (best class score, class)
+        with torch.inference_mode(), autocast(self.precision, inputs.device):
             views = self._views(inputs)
-            for first in range(0, queries.num_classes, class_chunk):
-                last = min(first + class_chunk, queries.num_classes)
-                picked = ((owner >= first) & (owner < last)).nonzero().squeeze(1)
+            for first, last, picked in chunks:
                 scores = stitch_windows(inputs.shape, ((jobs, self.features_logits(f, picked))
                                                        for jobs, f in views))
                 for index, meta in enumerate(metas):
                     best, label = queries_to_classes(
-                        self._to_original(scores[index], meta),
+                        to_original_size(scores[index], meta),
                         (owner[picked] - first).tolist(), last - first).max(dim=0)
-                    if running[index] is not None:
-                        old_best, old_label = running[index]
-                        better = best > old_best
-                        best = torch.where(better, best, old_best)
-                        label = torch.where(better, label + first, old_label)
-                    else:
-                        label = label + first
-                    running[index] = (best, label)
+                    top[index] = running_top(top[index], best, label + first)
         return [(torch.where(best < self.prob_thd, torch.full_like(label, self.bg_idx), label),
-                 best) for best, label in running]
+                 best) for best, label in top]
 
     def extract_feat(self, inputs: Tensor):
         """SAM 3 vision outputs of whole images (RGB 0..255)."""

@@ -10,7 +10,6 @@ Call flow of :meth:`SegEarthOV.predict`, per batch::
 """
 from __future__ import annotations
 
-import contextlib
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -25,7 +24,9 @@ from ..weights import build_clip, weights_identity
 from .data_preprocessor import RSDataPreProcessor
 from .dense_clip import DenseCLIP, crop_padding, pad_to_multiple
 from .global_bias import alleviate_global_bias
-from .postprocess import queries_to_classes, threshold_to_background
+from .postprocess import (bare_samples, class_chunks, queries_to_classes, running_top,
+                          threshold_to_background, to_original_size)
+from .precision import autocast, check_precision
 from .sliding import slide_logits, stitch_windows, window_batches
 from .text import (cached_query_embeddings, openai_imagenet_templates,
                    segmentor_classes)
@@ -34,7 +35,6 @@ from .upsamplers import build_upsampler
 # (cls [N, D], patches [N, D, h, w], padded crops [N, 3, H, W], padding) of a window batch
 WindowFeatures = Tuple[Tensor, Tensor, Tensor, Tuple[int, int, int, int]]
 
-PRECISIONS = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
 
 @MODELS.register_module()
@@ -100,8 +100,7 @@ class SegEarthOV(BaseSegmentor):
             data_preprocessor = dict(type=RSDataPreProcessor)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.class_queries = segmentor_classes(name_path, classes, bg_idx)
-        if precision not in PRECISIONS:
-            raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}, got {precision!r}')
+        check_precision(precision)
         if window_batch_size < 1:
             raise ValueError(f'window_batch_size must be >= 1, got {window_batch_size}')
         clip = dict(clip)
@@ -143,13 +142,6 @@ class SegEarthOV(BaseSegmentor):
         return self._query_embeddings
 
     # image side --------------------------------------------------------------------------
-    def _autocast(self, device: torch.device):
-        if self.precision == 'fp32':
-            return contextlib.nullcontext()
-        if device.type != 'cuda':
-            raise ValueError(f'precision={self.precision} needs CUDA; use fp32 on {device.type}')
-        return torch.autocast('cuda', dtype=PRECISIONS[self.precision])
-
     def window_features(self, crops: Tensor) -> WindowFeatures:
         """Dense CLIP outputs of normalised crops ``[N, 3, h, w]``: ``(cls [N, D], patches
         [N, D, h', w'], padded crops [N, 3, H', W'], padding)``; the text-independent part
@@ -184,7 +176,7 @@ class SegEarthOV(BaseSegmentor):
     def encode_decode(self, inputs: Tensor, batch_img_metas: Optional[List[dict]] = None) -> Tensor:
         """Stitched query logits ``[B, Q, H, W]`` at the size of ``inputs`` ``[B, 3, H, W]``."""
         self._check_inputs(inputs)
-        with torch.inference_mode(), self._autocast(inputs.device):
+        with torch.inference_mode(), autocast(self.precision, inputs.device):
             return slide_logits(inputs, self.window_logits, self.slide_crop,
                                 self.slide_stride, self.window_batch_size)
 
@@ -199,9 +191,7 @@ class SegEarthOV(BaseSegmentor):
         if self.training:
             self.eval()
         if data_samples is None:
-            shape = tuple(inputs.shape[-2:])
-            data_samples = [SegDataSample(metainfo=dict(img_shape=shape, ori_shape=shape))
-                            for _ in range(inputs.shape[0])]
+            data_samples = bare_samples(inputs)
         logits = self.encode_decode(inputs, [s.metainfo for s in data_samples])
         return self.postprocess_result(logits, data_samples)
 
@@ -212,12 +202,8 @@ class SegEarthOV(BaseSegmentor):
         queries = self.class_queries
         with torch.inference_mode():
             for logits, sample in zip(seg_logits, data_samples):
-                img_h, img_w = sample.metainfo.get('img_shape', logits.shape[-2:])[:2]
-                ori_shape = sample.metainfo.get('ori_shape', (img_h, img_w))[:2]
-                logits = logits[None, :, :img_h, :img_w]
-                if tuple(logits.shape[-2:]) != tuple(ori_shape):
-                    logits = F.interpolate(logits, ori_shape, mode='bilinear', align_corners=False)
-                probs = (self.logit_scale * logits[0]).softmax(dim=0)
+                logits = to_original_size(logits, sample.metainfo)
+                probs = (self.logit_scale * logits).softmax(dim=0)
                 class_probs = queries_to_classes(probs, queries.query_to_class,
                                                  queries.num_classes)
                 pred = threshold_to_background(class_probs, self.prob_thd, self.bg_idx)
@@ -241,49 +227,34 @@ class SegEarthOV(BaseSegmentor):
         ``max_q softmax(s)_q = exp(max_q s_q - logsumexp(s))``.
         """
         self._check_inputs(inputs)
-        if class_chunk < 1:
-            raise ValueError(f'class_chunk must be >= 1, got {class_chunk}')
         if self.training:
             self.eval()
         queries = self.class_queries
         owner = torch.as_tensor(queries.query_to_class, device=inputs.device)
-        shapes = []
-        for index in range(inputs.shape[0]):
-            meta = data_samples[index].metainfo if data_samples else {}
-            img_shape = tuple(meta.get('img_shape', inputs.shape[-2:])[:2])
-            shapes.append((img_shape, tuple(meta.get('ori_shape', img_shape)[:2])))
+        chunks = class_chunks(owner, queries.num_classes, class_chunk)
+        metas = [s.metainfo for s in data_samples or bare_samples(inputs)]
         text = self.query_embeddings
-        running = [None] * inputs.shape[0]  # (best scaled logit, class, log-sum-exp)
-        with torch.inference_mode(), self._autocast(inputs.device):
+        top = [None] * inputs.shape[0]  # (best scaled logit, class)
+        lse = [None] * inputs.shape[0]  # log-sum-exp of every query's scaled logit
+        with torch.inference_mode(), autocast(self.precision, inputs.device):
             features = [(jobs, self.window_features(crops)) for jobs, crops in window_batches(
                 inputs, self.slide_crop, self.slide_stride, self.window_batch_size)]
-            for first in range(0, queries.num_classes, class_chunk):
-                last = min(first + class_chunk, queries.num_classes)
-                picked = ((owner >= first) & (owner < last)).nonzero().squeeze(1)
+            for first, last, picked in chunks:
                 logits = stitch_windows(inputs.shape, (
                     (jobs, self.features_logits(f, text[picked])) for jobs, f in features))
-                for index, ((img_h, img_w), ori_shape) in enumerate(shapes):
-                    scaled = logits[index:index + 1, :, :img_h, :img_w]
-                    if tuple(scaled.shape[-2:]) != ori_shape:
-                        scaled = F.interpolate(scaled, ori_shape, mode='bilinear',
-                                               align_corners=False)
-                    scaled = scaled[0].mul_(self.logit_scale)
-                    lse = scaled.logsumexp(dim=0)
+                for index, meta in enumerate(metas):
+                    scaled = to_original_size(logits[index], meta).mul_(self.logit_scale)
+                    chunk_lse = scaled.logsumexp(dim=0)
+                    lse[index] = chunk_lse if lse[index] is None else \
+                        torch.logaddexp(lse[index], chunk_lse)
                     if len(picked) > last - first:  # synonyms: their max per class first
                         scaled = queries_to_classes(scaled, (owner[picked] - first).tolist(),
                                                     last - first)
                     best, label = scaled.max(dim=0)
-                    if running[index] is None:
-                        running[index] = (best, label + first, lse)
-                        continue
-                    old_best, old_label, old_lse = running[index]
-                    better = best > old_best
-                    running[index] = (torch.where(better, best, old_best),
-                                      torch.where(better, label + first, old_label),
-                                      torch.logaddexp(old_lse, lse))
+                    top[index] = running_top(top[index], best, label + first)
         results = []
-        for best, label, lse in running:
-            prob = (best - lse).exp()
+        for (best, label), image_lse in zip(top, lse):
+            prob = (best - image_lse).exp()
             results.append((torch.where(prob < self.prob_thd,
                                         torch.full_like(label, self.bg_idx), label), prob))
         return results
