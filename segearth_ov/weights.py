@@ -483,10 +483,13 @@ SAM3_KEY_RULES = [(re.compile(pattern), replacement) for pattern, replacement in
      r'box_rpb_embed_[xy])|dot_product_scoring\.text_mlp)\.layers\.(\d)\.',
      lambda m: f'{m.group(1)}.layer{int(m.group(2)) + 1}.'),
 ]]
-# Meta keys with no counterpart in the image detector: the video tracker, the SAM 2 neck it
-# reads (``sam2_convs``, inside the detector's backbone), and rotary tables transformers
-# recomputes
-SAM3_IGNORED = re.compile(r'^tracker\.|^backbone\.vision_backbone\.sam2_convs\.|\.freqs_cis$')
+# Meta keys with no counterpart in transformers' image detector, each dropped on purpose:
+# the video tracker; the SAM 2 neck it reads (``sam2_convs``, inside the detector's
+# backbone); rotary tables, which transformers recomputes; and the geometry encoder's point
+# encoders (transformers encodes boxes only, and SegEarth-OV3 prompts with text and the
+# empty geometric prompt, which holds no points).
+SAM3_IGNORED = re.compile(r'^tracker\.|^backbone\.vision_backbone\.sam2_convs\.|\.freqs_cis$'
+                          r'|^geometry_encoder\.points_(?:direct|pool|pos_enc)_project\.')
 
 
 def _split_qkv(state: Dict[str, torch.Tensor]) -> None:
@@ -569,6 +572,26 @@ def _override(config, overrides: dict):
     return config
 
 
+# Every LayerNorm of Meta's SAM 3 uses torch's default eps; transformers' ``Sam3Config``
+# defaults to 1e-6 (block 0 of the ViT then differs by 2e-2 on values up to 5).
+SAM3_LAYER_NORM_EPS = 1e-5
+
+
+def sam3_config(overrides: Optional[dict] = None):
+    """transformers' ``Sam3Config`` of Meta's SAM 3: the published architecture with Meta's
+    LayerNorm eps in every part, then ``overrides`` (nested dicts set nested sub-configs; an
+    unknown field is an error naming it)."""
+    from transformers import Sam3Config
+    config = Sam3Config()
+    parts = [config.vision_config, config.vision_config.backbone_config, config.text_config,
+             config.geometry_encoder_config, config.detr_encoder_config,
+             config.detr_decoder_config, config.mask_decoder_config]
+    for part in parts:
+        if hasattr(part, 'layer_norm_eps'):
+            part.layer_norm_eps = SAM3_LAYER_NORM_EPS
+    return _override(config, overrides or {})
+
+
 def build_sam3(checkpoint: Optional[str] = str(SAM3_CHECKPOINT),
                config: Optional[dict] = None) -> torch.nn.Module:
     """transformers' ``Sam3Model`` in eval mode, built offline: the published architecture
@@ -576,16 +599,23 @@ def build_sam3(checkpoint: Optional[str] = str(SAM3_CHECKPOINT),
     ``checkpoint`` loaded strictly (see :func:`read_sam3_state`), or random weights when
     ``checkpoint`` is None."""
     try:
-        from transformers import Sam3Config, Sam3Model
+        from transformers import Sam3Model
     except ImportError as err:
         raise ImportError(NO_TRANSFORMERS_HELP) from err
     if checkpoint is not None:
         state = read_sam3_state(checkpoint)  # before the model: a missing file fails fast
-    model = Sam3Model(_override(Sam3Config(), config or {}))
+    model = Sam3Model(sam3_config(config))
     if checkpoint is None:
         logger.warning('SAM 3 has RANDOM WEIGHTS (checkpoint=None): predictions are '
                        'meaningless. %s', SAM3_HELP)
         return model.eval()
+    expected = model.state_dict()
+    wrong = [f'{key} {tuple(value.shape)} (the detector has {tuple(expected[key].shape)})'
+             for key, value in state.items()
+             if key in expected and tuple(value.shape) != tuple(expected[key].shape)]
+    if wrong:
+        raise ValueError(f'SAM 3 checkpoint {checkpoint} does not fit the SAM 3 detector: '
+                         f'{len(wrong)} tensor(s) of another shape, e.g. {wrong[0]}')
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f'SAM 3 checkpoint {checkpoint} does not fit the SAM 3 detector: '

@@ -26,7 +26,7 @@ from .postprocess import (bare_samples, class_chunks, queries_to_classes, runnin
 from .precision import autocast, check_precision
 from .sam3_fusion import fuse_prompt_maps, resize_views
 from .sliding import stitch_windows, window_batches
-from .text import segmentor_classes
+from .text import check_query_lengths, segmentor_classes
 
 CONTEXT_LENGTH = 32  # SAM 3's text context
 
@@ -37,6 +37,21 @@ def tokenize_prompts(prompts: Sequence[str]) -> Tuple[Tensor, Tensor]:
     from open_clip.tokenizer import SimpleTokenizer
     ids = SimpleTokenizer(context_length=CONTEXT_LENGTH)(list(prompts))
     return ids, (ids != 0).long()
+
+
+# transformers marks a padding box with this label (Sam3Model.forward)
+PADDING_BOX_LABEL = -10
+
+
+def empty_geometry_prompt(batch: int, device) -> dict:
+    """``Sam3Model`` keyword arguments for the empty geometric prompt of ``batch`` prompts:
+    one padding box each (masked out). The published pipeline always passes Meta's empty
+    geometric prompt, which the geometry encoder turns into one token (its CLS token,
+    encoded against the image) appended after the text tokens. transformers runs the
+    geometry encoder only when a box is given; a padding box is masked out of every
+    attention and pooling, so this adds exactly that one valid token."""
+    return dict(input_boxes=torch.zeros(batch, 1, 4, device=device),
+                input_boxes_labels=torch.full((batch, 1), PADDING_BOX_LABEL, device=device))
 
 
 def _repeat_views(vision, times: int):
@@ -103,6 +118,7 @@ class SegEarthOV3(BaseSegmentor):
             data_preprocessor = dict(type=RSDataPreProcessor, mean=None, std=None)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.class_queries = segmentor_classes(name_path, classes, bg_idx)
+        check_query_lengths(self.class_queries.queries, CONTEXT_LENGTH, method='SAM 3')
         check_precision(precision, allow_auto=True)
         for name, value in (('view_batch_size', view_batch_size),
                             ('prompt_batch_size', prompt_batch_size),
@@ -155,7 +171,8 @@ class SegEarthOV3(BaseSegmentor):
             out = self.sam3(vision_embeds=_repeat_views(vision, count),
                             text_embeds=BaseModelOutputWithPooling(
                                 pooler_output=text[picked].repeat(views, 1, 1)),
-                            attention_mask=mask[picked].repeat(views, 1))
+                            attention_mask=mask[picked].repeat(views, 1),
+                            **empty_geometry_prompt(views * count, text.device))
             fused = fuse_prompt_maps(out.pred_logits, out.presence_logits, out.pred_masks,
                                      out.semantic_seg, size, self.confidence_threshold,
                                      self.mask_chunk)
