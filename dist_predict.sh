@@ -17,6 +17,19 @@ fi
 ROOT=$(cd "$(dirname "$0")" && pwd)
 PYTHON=${PYTHON:-python}
 if [ -z "${VIRTUAL_ENV:-}" ] && [ -x "$ROOT/.venv/bin/python" ]; then PYTHON=$ROOT/.venv/bin/python; fi
-exec "$PYTHON" -m torch.distributed.run --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
-    --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${PORT:-29500}" \
-    --nproc_per_node="$GPUS" -m segearth_ov.apis.cli predict "$@"
+# Each process leaves its exit status in $status.<rank> and ends with 0, so a failed input
+# is reported in one line rather than by torchrun's traceback; this script exits with the
+# highest status (a process that crashed still fails torchrun itself).
+status=$(mktemp)
+trap 'rm -f "$status" "$status".*' EXIT
+SEGEARTH_OV_EXIT_FILE=$status "$PYTHON" -m torch.distributed.run --nnodes="${NNODES:-1}" \
+    --node_rank="${NODE_RANK:-0}" --master_addr="${MASTER_ADDR:-127.0.0.1}" \
+    --master_port="${PORT:-29500}" --nproc_per_node="$GPUS" \
+    -m segearth_ov.apis.cli predict "$@"
+code=0
+for file in "$status".*; do
+    [ -f "$file" ] || continue
+    rank_code=$(cat "$file")
+    if [ "$rank_code" -gt "$code" ]; then code=$rank_code; fi
+done
+exit "$code"

@@ -10,13 +10,17 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 TEMP_SUFFIX = '.tmp'
+# The image formats inputs may have, by suffix, with the one GDAL driver each may be opened
+# with (so a file cannot make GDAL read something else: a .tif holding VRT XML, say)
+INPUT_DRIVERS = {'.tif': 'GTiff', '.tiff': 'GTiff', '.png': 'PNG', '.jpg': 'JPEG',
+                 '.jpeg': 'JPEG', '.jp2': 'JP2OpenJPEG', '.bmp': 'BMP', '.webp': 'WEBP',
+                 '.img': 'HFA', '.vrt': 'VRT'}
 # Image files a folder of inputs is searched for (predict, upsampler training); a file that
 # turns out unreadable is reported (predict) or skipped and counted (training).
-IMAGE_SUFFIXES = ('.tif', '.tiff', '.png', '.jpg', '.jpeg', '.jp2', '.bmp', '.webp', '.img',
-                  '.vrt')
+IMAGE_SUFFIXES = tuple(INPUT_DRIVERS)
 
 
 def temporary_beside(path) -> Path:
@@ -33,6 +37,59 @@ def stale_temporaries(path) -> list:
     """Temporary files that :func:`temporary_beside` made for ``path`` and a killed run left."""
     path = Path(path)
     return sorted(path.parent.glob(f'.{glob.escape(path.name)}.*{TEMP_SUFFIX}'))
+
+
+def checked_folder(root, relative='.') -> Path:
+    """``root / relative``, created folder by folder (``root`` as needed); a part below ``root``
+    that is a symbolic
+    link or not a folder is refused (``PermissionError`` / ``NotADirectoryError`` naming
+    it), so nothing is ever written through a link planted inside ``root``."""
+    folder = Path(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    for part in Path(relative).parts:
+        if part in ('', '.'):
+            continue
+        if part == '..':
+            raise PermissionError(f'{folder / part} climbs out of {root}')
+        folder = folder / part
+        if folder.is_symlink():
+            raise PermissionError(f'{folder} is a symbolic link; segearth-ov does not write '
+                                  f'through links (remove it or choose another folder)')
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(f'{folder} should be a folder but is a file; remove or '
+                                     f'rename it')
+        folder.mkdir(exist_ok=True)
+    return folder
+
+
+def open_no_follow(path, mode: str = 'a'):
+    """``path`` opened for appending (``'a'``) or rewriting (``'w'``) as text, never through
+    a symbolic link: a link at ``path`` is replaced by a new empty file (its target is not
+    touched) when rewriting, and refused when appending."""
+    path = Path(path)
+    if path.is_symlink() and mode == 'w':
+        tmp = temporary_beside(path)
+        os.replace(tmp, path)  # the link itself goes; what it pointed to stays as it was
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if mode == 'a'
+                                                         else os.O_TRUNC)
+    try:
+        handle = os.open(path, flags, default_file_mode())
+    except OSError as error:
+        if path.is_symlink():
+            raise PermissionError(f'{path} is a symbolic link; segearth-ov does not write '
+                                  f'through links') from error
+        raise
+    return os.fdopen(handle, mode)
+
+
+def file_identity(path) -> Optional[tuple]:
+    """``(inode, size, mtime ns)`` of the file at ``path`` itself (a link is not followed),
+    None when nothing is there: tells whether a file was replaced since it was looked at."""
+    try:
+        stat = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def writable_folder(folder) -> Path:

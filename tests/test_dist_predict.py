@@ -131,3 +131,19 @@ def test_one_scene_split_across_two_processes(weights, tmp_path):
     assert not list((tmp_path / 'two' / '.segearth_ov' / 'parts').iterdir())
     manifest = json.loads((tmp_path / 'two' / 'manifest.json').read_text())
     assert manifest['done'] == 1 and len(manifest['inputs']) == 1
+
+
+def test_a_failing_input_under_dist_predict_is_one_line_and_exit_1(weights, scenes, tmp_path):
+    inputs = tmp_path / 'in'
+    inputs.mkdir()
+    for name in ('scene0.tif', 'scene1.tif'):
+        (inputs / name).write_bytes((scenes / name).read_bytes())
+    (inputs / 'broken.tif').write_bytes(b'not a tiff')
+    env = dict(ENV, PORT=str(free_port()), PYTHON=sys.executable)
+    done = run(['bash', str(REPO / 'dist_predict.sh'), '2',
+                *args(weights, inputs, tmp_path / 'out')], env)
+    assert done.returncode == 1, done.stderr
+    assert 'Traceback' not in done.stderr and 'ChildFailedError' not in done.stderr
+    assert 'broken.tif' in done.stderr and '1 of 3 inputs failed' in done.stderr
+    manifest = json.loads((tmp_path / 'out' / 'manifest.json').read_text())
+    assert (manifest['done'], manifest['failed']) == (2, 1)

@@ -272,7 +272,12 @@ def test_negative_shaping_is_refused(tmp_path, capsys):
             vectorize_labels(tmp_path / 'l.tif', tmp_path / 'p.gpkg', NAMES, **options)
     assert not list(tmp_path.glob('*.gpkg*')) and not list(tmp_path.glob('.p.gpkg*'))
     write_geotiff(tmp_path / 's.tif', smooth_scene(32, 32))
-    assert predict(tmp_path / 's.tif', '--out', tmp_path / 'o', '--vector', 'gpkg',
-                   '--simplify', '-1') == 2
-    err = capsys.readouterr().err
-    assert '--min-area and --simplify must be >= 0' in err and 'Traceback' not in err
+    for flag, value in (('--simplify', '-1'), ('--min-area', '-5'), ('--min-area', 'nan'),
+                        ('--simplify', 'inf')):
+        with pytest.raises(SystemExit) as exited:  # a usage error, before any model is built
+            predict(tmp_path / 's.tif', '--out', tmp_path / 'o', '--vector', 'gpkg', flag,
+                    value)
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert f'argument {flag}' in err and value in err and 'Traceback' not in err
+    assert not (tmp_path / 'o').exists()

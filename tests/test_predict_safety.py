@@ -98,10 +98,10 @@ def test_other_settings_are_refused_without_overwrite(tmp_path, capsys):
 def test_rerun_after_a_kill_cleans_up_and_finishes(tmp_path):
     write_geotiff(tmp_path / 'a.tif', smooth_scene(30, 40))
     out = tmp_path / 'out'
-    out.mkdir()
+    assert predict(tmp_path / 'a.tif', '--out', out) == 0
     # what a kill leaves: a half-written temporary and a label map without its summary
+    (out / 'a.tif.json').unlink()
     (out / '.a.tif.labels.tif.x1y2z3.tmp').write_bytes(b'half')
-    (out / 'a.tif.labels.tif').write_bytes(b'unfinished')
     assert predict(tmp_path / 'a.tif', '--out', out) == 0
     assert names(out) == ['a.tif.json', 'a.tif.labels.tif', 'a.tif.overlay.png']
     with rasterio.open(out / 'a.tif.labels.tif') as labels:

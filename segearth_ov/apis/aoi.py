@@ -1,56 +1,125 @@
 """An area of interest: a vector file (any format OGR reads, any CRS) that limits where a
-scene is computed. Tiles that do not touch it are skipped; pixels outside it are no data."""
+scene is computed. Tiles that do not touch it are skipped; pixels outside it are no data.
+
+The file is read once, in bulk (pyogrio and shapely's vectorised functions), and checked
+before any model is built: it must hold polygons and declare a CRS that places it on the
+Earth. Its identity is what was read (the CRS and the geometry), not the file's bytes, so a
+corrected ``.prj`` beside a shapefile counts as a new area. For each scene the area is
+clipped to the scene's neighbourhood within the area of use of the scene's CRS and
+densified before it is reprojected, so a world or continent polygon covers the scene
+instead of collapsing.
+"""
 from __future__ import annotations
 
+import hashlib
+import time
 from pathlib import Path
 
 import numpy as np
 
-from ..fileio import content_hash
 from ..geometry import Window
+
+# densified to at most this many degrees between vertices before reprojection
+DENSIFY_DEGREES = 0.05
 
 
 class AreaOfInterest:
     """The union of every polygon of a vector file, with its CRS.
 
     Raises ``FileNotFoundError`` or ``ValueError`` naming the file when it is missing,
-    unreadable, holds no polygon, or declares no CRS.
+    unreadable, holds no polygon, or declares no CRS (or one that is not on the Earth).
     """
 
-    def __init__(self, path):
-        import fiona
-        from shapely.geometry import shape
-        from shapely.ops import unary_union
+    def __init__(self, path, progress: bool = False):
+        import pyogrio
+        import shapely
+        from pyproj import CRS
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f'--aoi {self.path} not found')
+        start = time.perf_counter()
         try:
-            with fiona.open(self.path) as source:
-                crs = source.crs
-                geometries = [shape(f.geometry) for f in source if f.geometry is not None]
-        except Exception as error:  # fiona raises several types for a bad file
+            info = pyogrio.read_info(self.path)
+            if progress:
+                print(f'reading --aoi {self.path.name}: {info["features"]} features',
+                      flush=True)
+            meta, _, wkb, _ = pyogrio.raw.read(self.path, columns=[], read_geometry=True)
+        except Exception as error:  # pyogrio raises several types for a bad file
             raise ValueError(f'--aoi {self.path} cannot be read as a vector file: '
                              f'{error}') from error
-        polygons = [g for g in geometries if g.geom_type in ('Polygon', 'MultiPolygon')]
-        if not polygons:
-            raise ValueError(f'--aoi {self.path} holds no polygon (only polygons delimit an '
-                             f'area)')
-        if not crs:
+        if not meta.get('crs'):
             raise ValueError(f'--aoi {self.path} declares no CRS; save it with one (GeoJSON '
                              f'files are WGS 84 by definition)')
-        self.crs = crs.to_wkt() if hasattr(crs, 'to_wkt') else crs
-        self.geometry = unary_union([p.buffer(0) if not p.is_valid else p for p in polygons])
-        self.hash = content_hash(self.path)
+        try:
+            crs = CRS.from_user_input(meta['crs'])
+        except Exception as error:
+            raise ValueError(f'--aoi {self.path}: its CRS cannot be read ({error})') from error
+        if not (crs.is_geographic or crs.is_projected) or crs.area_of_use is None:
+            raise ValueError(f'--aoi {self.path}: its CRS ({crs.name}) does not place it on '
+                             f'the Earth (unknown or local CRS); save it in a known CRS')
+        geometries = shapely.from_wkb(np.asarray(wkb, dtype=object))
+        kinds = shapely.get_type_id(geometries)
+        polygons = geometries[(kinds == 3) | (kinds == 6)]  # Polygon, MultiPolygon
+        polygons = polygons[~shapely.is_empty(polygons)]
+        if not len(polygons):
+            raise ValueError(f'--aoi {self.path} holds no polygon (only polygons delimit an '
+                             f'area)')
+        invalid = ~shapely.is_valid(polygons)
+        polygons[invalid] = shapely.make_valid(polygons[invalid])
+        self.geometry = shapely.union_all(polygons)
+        if self.geometry.is_empty or self.geometry.area == 0:
+            raise ValueError(f'--aoi {self.path}: its polygons enclose no area')
+        self.crs = crs
+        # the same area is the same key whatever the file: EPSG code where there is one,
+        # rings in shapely's normal form (a shapefile's run clockwise, GeoJSON's not)
+        crs_key = f'EPSG:{crs.to_epsg()}' if crs.to_epsg() else crs.to_wkt()
+        self.hash = 'sha256:' + hashlib.sha256(
+            crs_key.encode() + shapely.to_wkb(shapely.normalize(self.geometry))
+        ).hexdigest()[:12]
+        if progress:
+            print(f'--aoi {self.path.name}: {len(polygons)} polygons in '
+                  f'{time.perf_counter() - start:.1f} s', flush=True)
 
     def for_scene(self, scene) -> 'SceneArea':
-        """This area in the CRS and pixel grid of a georeferenced ``scene``."""
-        from rasterio.warp import transform_geom
-        from shapely.geometry import mapping, shape
+        """This area in the CRS and pixel grid of a georeferenced ``scene``: clipped to the
+        scene's footprint (in longitude and latitude, with a margin) and to its CRS's area of
+        use, densified, then reprojected. Empty when the area misses the scene."""
+        import shapely
+        from pyproj import CRS, Transformer
+        from rasterio.warp import transform_bounds
         if not getattr(scene, 'georeferenced', False):
             name = getattr(scene, 'path', 'the image')
             raise ValueError(f'--aoi needs georeferenced inputs; {name} has no CRS')
-        geometry = shape(transform_geom(self.crs, scene.crs, mapping(self.geometry)))
-        return SceneArea(geometry, scene.transform)
+        target = CRS.from_user_input(scene.crs.to_wkt())
+        west, south, east, north = transform_bounds(scene.crs, 'EPSG:4326', *scene.bounds(),
+                                                    densify_pts=21)
+        margin = max(east - west, north - south) * 0.05 + 1e-6
+        use = target.area_of_use
+        window = shapely.box(max(west - margin, -180), max(south - margin, -90),
+                             min(east + margin, 180), min(north + margin, 90))
+        if use is not None:
+            window = window.intersection(shapely.box(use.west, use.south, use.east, use.north))
+        lonlat = self._in_lonlat(window)
+        clipped = shapely.segmentize(lonlat.intersection(window), DENSIFY_DEGREES)
+        to_scene = Transformer.from_crs('EPSG:4326', target, always_xy=True)
+        geometry = shapely.transform(clipped, lambda xy: np.stack(
+            to_scene.transform(xy[:, 0], xy[:, 1]), axis=1))
+        return SceneArea(shapely.make_valid(geometry), scene.transform)
+
+    def _in_lonlat(self, window):
+        """The area in longitude and latitude, densified in its own CRS (only the part near
+        ``window``, a lon/lat box, when the area's CRS is geographic already)."""
+        import shapely
+        from pyproj import CRS, Transformer
+        wgs84 = CRS.from_epsg(4326)
+        if self.crs.equals(wgs84, ignore_axis_order=True):
+            return self.geometry
+        minx, miny, maxx, maxy = self.geometry.bounds
+        step = max(maxx - minx, maxy - miny) / 1024
+        dense = shapely.segmentize(self.geometry, step) if step > 0 else self.geometry
+        to_lonlat = Transformer.from_crs(self.crs, wgs84, always_xy=True)
+        return shapely.make_valid(shapely.transform(dense, lambda xy: np.stack(
+            to_lonlat.transform(xy[:, 0], xy[:, 1]), axis=1)))
 
 
 class SceneArea:
@@ -60,6 +129,10 @@ class SceneArea:
         from shapely.prepared import prep
         self.geometry, self.transform = geometry, transform
         self._prepared = prep(geometry)
+
+    @property
+    def empty(self) -> bool:
+        return self.geometry.is_empty or self.geometry.area == 0
 
     def touches(self, window: Window) -> bool:
         """Whether the window's footprint meets the area."""

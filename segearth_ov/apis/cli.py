@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from ..errors import DEBUG_ENV, USER_ERRORS, report
-from ..fileio import IMAGE_SUFFIXES, writable_folder
+from ..fileio import IMAGE_SUFFIXES, checked_folder, writable_folder
 from ..geometry import check_tiling
-
 
 
 def _bands(text: str) -> List[int]:
@@ -33,6 +32,31 @@ def _finite_positive(text: str) -> float:
     return value
 
 
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f'expected a finite number, got {text!r}')
+    return value
+
+
+def _finite_non_negative(text: str) -> float:
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'expected a number >= 0, got {text!r}')
+    return value
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve(strict=path.exists())
+    except (RuntimeError, OSError) as error:  # a loop of links, a dangling chain
+        raise ValueError(f'input {path} cannot be followed: a loop of symbolic links or a '
+                         f'broken one ({error})') from None
+
+
 def expand_inputs(inputs: List[str], out: Path) -> List[Tuple[Path, Path]]:
     """``(file, relative path)`` for every input: files as given, folders expanded
     (recursively) to their image files. Files inside ``out`` (earlier outputs) are never
@@ -42,6 +66,7 @@ def expand_inputs(inputs: List[str], out: Path) -> List[Tuple[Path, Path]]:
     files: List[Path] = []
     for item in inputs:
         path = Path(item)
+        _resolved(path)
         if path.is_dir():
             found = sorted(p for p in path.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES
                            and p.is_file() and not p.resolve().is_relative_to(out))
@@ -55,7 +80,7 @@ def expand_inputs(inputs: List[str], out: Path) -> List[Tuple[Path, Path]]:
         else:
             files.append(path)  # a missing file is reported with its own error later
     files = list(dict.fromkeys(files))
-    resolved = [f.resolve() for f in files]
+    resolved = [_resolved(f) for f in files]
     common = Path(os.path.commonpath([str(r.parent) for r in resolved])) if resolved else None
     return [(f, r.relative_to(common)) for f, r in zip(files, resolved)]
 
@@ -104,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                       '4,3,2 for Sentinel-2; one band for SAR')
     predict.add_argument('--device', choices=['cpu', 'cuda'])
     predict.add_argument('--batch-size', type=int, default=4, help='tiles per forward pass')
-    predict.add_argument('--prob-thd', type=float, help='background threshold (class 0)')
+    predict.add_argument('--prob-thd', type=_finite, help='background threshold (class 0)')
     predict.add_argument('--quiet', action='store_true', help='no progress bars')
     predict.add_argument('--no-cache', action='store_true',
                          help='do not read or write the text-embedding cache '
@@ -113,9 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     gis.add_argument('--vector', choices=['gpkg', 'geojson'],
                      help='also write a polygon layer: one feature per connected region, with '
                           'class id, name and area')
-    gis.add_argument('--min-area', type=float, default=0.0,
+    gis.add_argument('--min-area', type=_finite_non_negative, default=0.0,
                      help='drop polygons smaller than this (m^2 in a metric CRS, else pixels)')
-    gis.add_argument('--simplify', type=float, default=0.0,
+    gis.add_argument('--simplify', type=_finite_non_negative, default=0.0,
                      help='simplify polygon outlines by this tolerance in map units')
     gis.add_argument('--no-cog', action='store_true',
                      help='write plain tiled GeoTIFFs instead of Cloud-Optimized GeoTIFFs')
@@ -134,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument('--overwrite', action='store_true',
                          help='recompute inputs whose outputs exist (by default a rerun with '
                               'the same settings skips them, and other settings are refused)')
+    predict.add_argument('--wait', action='store_true',
+                         help='when another run is writing to --out, wait for it to end '
+                              '(by default this run is refused)')
     predict.add_argument('--debug', action='store_true',
                          help=f'show tracebacks of errors (or set {DEBUG_ENV}=1)')
 
@@ -180,35 +208,62 @@ def _device(requested: Optional[str], local_rank: int, world: int) -> Optional[s
     return requested
 
 
-def _predict(args) -> int:
+def _take_folder(out: Path, wait: bool, rank: int, world: int):
+    """Rank 0 takes ``out``'s lock for the whole run (the other processes of the run share
+    it); every process learns whether it was had. Returns the lock (rank 0) or None."""
+    from .run_folder import FolderLock
+    lock, error = None, None
+    if rank == 0:
+        try:
+            lock = FolderLock(out, wait, on_wait=lambda holder: print(
+                f'{out} is in use by another run ({holder}); waiting for it to end',
+                file=sys.stderr, flush=True))
+        except OSError as err:
+            error = err
+    if world > 1 and not _all_agree(error is None):
+        raise error or OSError(f'output folder {out} is in use by another run (see process 0)')
+    if error is not None:
+        raise error
+    return lock
+
+
+def _build(args):
+    """Everything a run needs, checked before the model is built: ``(out, inputs,
+    (rank, world), lock, segmenter)``."""
     from ..models.text import ClassQueries, read_class_names
-    from .inference import OpenVocabSegmenter, ScenePart
+    from .aoi import AreaOfInterest
+    from .inference import OpenVocabSegmenter
     from .outputs import OutputOptions
-    from .run_index import ManifestPart, read_parts, write_manifest, write_stac_index
     out = Path(args.out)
-    try:
-        classes = read_class_names(args.names) if args.names else \
-            ClassQueries.parse(args.classes, source='--classes')
-        writable_folder(out)
-        inputs = expand_inputs(args.inputs, out)
-        check_tiling(args.tile, args.overlap, args.scale, args.batch_size)
-        outputs = OutputOptions(vector=args.vector, min_area=args.min_area,
-                                simplify=args.simplify, cog=not args.no_cog,
-                                confidence=args.confidence, aoi=args.aoi)
-        options = {} if args.prob_thd is None else dict(prob_thd=args.prob_thd)
-        if args.no_cache and args.method != 'segearth-ov3':
-            options['text_cache'] = False
-        rank, world, local_rank = _process_group()
-        segmenter = OpenVocabSegmenter(
-            classes, config=args.config, clip=args.clip, pretrained=args.pretrained,
-            upsampler=args.upsampler, upsampler_checkpoint=args.upsampler_checkpoint,
-            device=_device(args.device, local_rank, world), batch_size=args.batch_size,
-            tile=args.tile, overlap=args.overlap, scale=args.scale, bands=args.bands,
-            class_chunk=args.class_chunk, outputs=outputs, method=args.method,
-            sam3_checkpoint=args.sam3_checkpoint, **options)
-    except USER_ERRORS as error:
-        report(error, args.debug)
-        return 2
+    classes = read_class_names(args.names) if args.names else \
+        ClassQueries.parse(args.classes, source='--classes')
+    writable_folder(out)
+    inputs = expand_inputs(args.inputs, out)
+    check_tiling(args.tile, args.overlap, args.scale, args.batch_size)
+    outputs = OutputOptions(vector=args.vector, min_area=args.min_area,
+                            simplify=args.simplify, cog=not args.no_cog,
+                            confidence=args.confidence, aoi=args.aoi)
+    aoi = AreaOfInterest(args.aoi, progress=not args.quiet) if args.aoi else None
+    options = {} if args.prob_thd is None else dict(prob_thd=args.prob_thd)
+    if args.no_cache and args.method != 'segearth-ov3':
+        options['text_cache'] = False
+    rank, world, local_rank = _process_group()
+    lock = _take_folder(out, args.wait, rank, world)
+    segmenter = OpenVocabSegmenter(
+        classes, config=args.config, clip=args.clip, pretrained=args.pretrained,
+        upsampler=args.upsampler, upsampler_checkpoint=args.upsampler_checkpoint,
+        device=_device(args.device, local_rank, world), batch_size=args.batch_size,
+        tile=args.tile, overlap=args.overlap, scale=args.scale, bands=args.bands,
+        class_chunk=args.class_chunk, outputs=outputs, method=args.method,
+        sam3_checkpoint=args.sam3_checkpoint, area=aoi, **options)
+    return out, inputs, (rank, world), lock, segmenter
+
+
+def _run(args, out: Path, inputs, rank: int, world: int, segmenter, manifest
+         ) -> Tuple[int, int, int]:
+    """Segment this process's share of ``inputs``; returns ``(failed, skipped, count)``."""
+    from .inference import ScenePart
+    from .run_folder import WrittenFiles
     part = None
     if args.split_scenes and world == 1:
         logging.getLogger(__name__).warning('--split-scenes: one process only (start it with '
@@ -217,14 +272,15 @@ def _predict(args) -> int:
         mine, part = inputs, ScenePart(rank, world, _all_agree)
     else:
         mine = inputs[rank::world]  # the same split in every process; one owner per input
-    manifest = ManifestPart(out, rank)
     failed, skipped = 0, 0
+    written = WrittenFiles(out, rank)
     for path, relative in mine:
         entry = dict(input=str(path), id=str(relative))
         try:
-            summary = segmenter.predict_file(path, out / relative.parent,
-                                             progress=not args.quiet, name=relative.name,
-                                             overwrite=args.overwrite, part=part)
+            out_dir = checked_folder(out, relative.parent)
+            summary = segmenter.predict_file(path, out_dir, progress=not args.quiet,
+                                             name=relative.name, overwrite=args.overwrite,
+                                             part=part, locked=True, written=written)
         except Exception as error:  # one bad input must not cost the others their results
             failed += 1
             if rank == 0 or part is None:
@@ -233,36 +289,71 @@ def _predict(args) -> int:
             continue
         if 'part' in summary:  # a band of a scene that process 0 assembled
             continue
-        done = segmenter.output_paths(out / relative.parent, relative.name)['json']
-        manifest.record(**entry, status='skipped' if summary.get('skipped') else 'done',
-                        summary=str(done), outputs=summary['outputs'],
-                        seconds=summary.get('seconds'))
-        if summary.get('skipped'):
-            skipped += 1
-            print(f'{path}: done earlier with the same settings -> {summary["labels"]} '
-                  f'(--overwrite recomputes)')
+        status = 'skipped' if summary.get('skipped') else summary.get('status', 'done')
+        if status == 'outside-aoi':
+            manifest.record(**entry, status=status, outputs={})
+            print(f'{path}: outside the area of interest; nothing computed')
             continue
-        top = sorted(summary['classes'], key=lambda c: -c['pixels'])[:3]
-        shares = ', '.join(f'{c["name"]} {100 * c["fraction"]:.1f}%' for c in top)
-        print(f'{path}: {summary["width"]}x{summary["height"]}, {summary["tiles"]} tiles in '
-              f'{summary["seconds"]:.1f} s -> {summary["labels"]} ({shares})')
-    manifest.close()
-    if world > 1:
-        import torch.distributed as dist
-        dist.barrier()
-    if rank == 0:
-        entries = read_parts(out, world)
-        print(f'manifest: {write_manifest(out, entries, segmenter.settings, world)}; '
-              f'index: {write_stac_index(out, entries)}')
-    if skipped:
-        print(f'{skipped} of {len(mine)} inputs were already done')
+        done = segmenter.output_paths(relative.parent, relative.name)['json']
+        manifest.record(**entry, status=status, summary=str(done),
+                        outputs={k: str(relative.parent / v)
+                                 for k, v in summary['outputs'].items()},
+                        seconds=summary.get('seconds'))
+        labels = out_dir / summary['labels']
+        if status == 'skipped':
+            skipped += 1
+            print(f'{path}: done earlier with the same settings -> {labels} '
+                  f'(--overwrite recomputes)')
+        else:
+            top = sorted(summary['classes'], key=lambda c: -c['pixels'])[:3]
+            shares = ', '.join(f'{c["name"]} {100 * c["fraction"]:.1f}%' for c in top)
+            print(f'{path}: {summary["width"]}x{summary["height"]}, {summary["tiles"]} tiles '
+                  f'in {summary["seconds"]:.1f} s -> {labels} ({shares})')
+    return failed, skipped, len(mine)
+
+
+def _predict(args) -> int:
+    from .run_index import ManifestPart, read_parts, write_manifest, write_stac_index
+    try:
+        out, inputs, (rank, world), lock, segmenter = _build(args)
+        manifest = ManifestPart(out, rank)
+    except USER_ERRORS as error:
+        if rank_of_environment() == 0:
+            report(error, args.debug)
+        return 2
+    try:
+        failed, skipped, count = _run(args, out, inputs, rank, world, segmenter, manifest)
+        manifest.close()
+        if world > 1:
+            import torch.distributed as dist
+            dist.barrier()
+        if rank == 0:
+            entries = read_parts(out, world)
+            print(f'manifest: {write_manifest(out, entries, segmenter.settings, world)}; '
+                  f'index: {write_stac_index(out, entries)}')
+            if world > 1:  # the whole run's figures, from every process's manifest part
+                count = len(entries)
+                skipped = sum(e['status'] == 'skipped' for e in entries)
+                failed = sum(e['status'] == 'failed' for e in entries)
+    except USER_ERRORS as error:
+        report(error, args.debug)
+        return 2
+    finally:
+        if lock is not None:
+            lock.release()
     if world > 1:
         dist.destroy_process_group()
-    if failed:
-        print(f'{failed} of {len(mine)} inputs failed; the outputs of the others are in '
+    if rank == 0 and skipped:
+        print(f'{skipped} of {count} inputs were already done')
+    if rank == 0 and failed:
+        print(f'{failed} of {count} inputs failed; the outputs of the others are in '
               f'{out}', file=sys.stderr)
-        return 1
-    return 0
+    return 1 if failed else 0
+
+
+def rank_of_environment() -> int:
+    """This process's rank under torchrun (0 otherwise), known before any group exists."""
+    return int(os.environ.get('RANK', '0'))
 
 
 def _download(args) -> int:
@@ -284,11 +375,22 @@ def _download(args) -> int:
     return status
 
 
+# Set by dist_predict.sh: each process writes its exit status to <file>.<rank> and ends
+# with 0, so torchrun does not print its own traceback for an input that failed; the script
+# exits with the highest status
+EXIT_FILE_ENV = 'SEGEARTH_OV_EXIT_FILE'
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     import segearth_ov  # noqa: F401  (registers the model; applies the mmcv-lite shim)
-    return _predict(args) if args.command == 'predict' else _download(args)
+    status = _predict(args) if args.command == 'predict' else _download(args)
+    exit_file = os.environ.get(EXIT_FILE_ENV)
+    if exit_file and int(os.environ.get('WORLD_SIZE', '1')) > 1:
+        Path(f'{exit_file}.{rank_of_environment()}').write_text(str(status))
+        return 0
+    return status
 
 
 if __name__ == '__main__':

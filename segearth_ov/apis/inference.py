@@ -12,7 +12,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..fileio import atomic_path, stale_temporaries, writable_folder
+from ..fileio import (atomic_path, checked_folder, file_identity, stale_temporaries,
+                      writable_folder)
 from ..geometry import Window, check_tiling, row_bands, tile_grid
 from ..models.postprocess import threshold_to_background
 from ..models.text import ClassQueries
@@ -22,8 +23,10 @@ from ..weights import (SAM3_CHECKPOINT, clip_patch_size, describe_weights, resol
 from .aoi import AreaOfInterest
 from .blending import blended_probabilities, top_class_cores
 from .label_maps import (CONFIDENCE_NODATA, BandWriter, LabelWriter, confidence_to_uint8,
-                         label_dtype, nodata_label, read_labels_preview, write_windows)
+                         label_dtype, nodata_label, raster_suffix, read_labels_preview,
+                         write_windows)
 from .outputs import OutputOptions, output_paths
+from .run_folder import FolderLock, WrittenFiles, changed_since, run_folder
 from .scenes import ArrayScene, RasterScene, raster_session
 from .vectorize import vectorize_labels
 
@@ -85,7 +88,6 @@ class _Band:
         self.width, self.height = scene.width, rows[1] - rows[0]
         self.crs = scene.crs
         self.transform = scene.transform @ Affine.translation(0, rows[0])
-        self.georeferenced = True  # always a GeoTIFF, the only format written by windows
 
 
 class OpenVocabSegmenter:
@@ -115,6 +117,8 @@ class OpenVocabSegmenter:
             config's model type chooses it too.
         sam3_checkpoint: SegEarth-OV3 weights: ``'auto'`` (the config's, else
             ``checkpoints/sam3.pt``), a path, or ``'none'`` (random weights).
+        area: the :class:`~segearth_ov.apis.aoi.AreaOfInterest` of ``outputs.aoi``, when the
+            caller has read it already.
         **model_options: any other argument of the model class (``prob_thd``,
             ``attention``, ``confidence_threshold``...).
     """
@@ -125,12 +129,15 @@ class OpenVocabSegmenter:
                  batch_size: int = 4, tile: int = 1024, overlap: int = 128, scale: float = 1.0,
                  bands: Optional[Sequence[int]] = None, class_chunk: int = 64,
                  outputs: OutputOptions = OutputOptions(), method: Optional[str] = None,
-                 sam3_checkpoint: Optional[str] = 'auto', **model_options):
+                 sam3_checkpoint: Optional[str] = 'auto', area: Optional[AreaOfInterest] = None,
+                 **model_options):
         check_tiling(tile, overlap, scale, batch_size)  # before anything heavy is built
         if class_chunk < 1:
             raise ValueError(f'--class-chunk must be >= 1, got {class_chunk}')
         self.outputs = outputs
-        self.aoi = AreaOfInterest(outputs.aoi) if outputs.aoi else None
+        if area is None and outputs.aoi:
+            area = AreaOfInterest(outputs.aoi)
+        self.aoi = area
         if str(device or '').startswith('cuda') and not torch.cuda.is_available():
             raise ValueError('--device cuda: torch sees no CUDA device here (a CPU-only '
                              'machine, or a driver problem); use --device cpu')
@@ -162,7 +169,8 @@ class OpenVocabSegmenter:
             weights=self.weights_source, model=options, tile=tile, overlap=overlap, scale=scale,
             bands=self.bands,
             class_chunk=class_chunk if self.large_vocabulary else None,
-            outputs=outputs.settings(self.aoi.hash if self.aoi else None)), default=str))
+            outputs=outputs.settings(self.aoi.hash if self.aoi else None)), default=str,
+            allow_nan=False))
 
     def _build_segearth_ov(self, clip, pretrained, upsampler, upsampler_checkpoint, options):
         from ..models import SegEarthOV
@@ -285,33 +293,48 @@ class OpenVocabSegmenter:
 
     def finished(self, out_dir, name: str) -> Optional[dict]:
         """The summary of a finished output computed with this segmenter's settings, or
-        None when there is none (or only a killed run's leftovers). Raises
-        ``FileExistsError`` for a finished output with other settings."""
+        None when there is none (or only a killed run's leftovers, or an output it lists is
+        missing from ``out_dir``). Raises ``FileExistsError`` for a finished output with
+        other settings."""
         path = self.output_paths(out_dir, name)['json']
+        if path.is_symlink():
+            return None
         try:
             summary = json.loads(path.read_text())
         except (OSError, ValueError):
+            return None
+        if not isinstance(summary, dict):
             return None
         if summary.get('settings') != self.settings:
             raise FileExistsError(f'{path} holds a result computed with other settings; pass '
                                   f'--overwrite (overwrite=True) to replace it, or choose '
                                   f'another output folder')
-        written = [p for p in summary.get('outputs', {}).values() if p]
-        return summary if written and all(Path(p).is_file() for p in written) else None
+        # outputs are listed by name beside the summary: a copied folder is checked as is
+        written = [Path(out_dir) / Path(p).name for p in summary.get('outputs', {}).values()
+                   if p]
+        return summary if written and all(p.is_file() and not p.is_symlink()
+                                          for p in written) else None
 
     def predict_file(self, path, out_dir, progress: bool = True, overlay_side: int = 2048,
                      name: Optional[str] = None, overwrite: bool = False,
-                     part: Optional[ScenePart] = None) -> dict:
+                     part: Optional[ScenePart] = None, locked: bool = False,
+                     written: Optional[WrittenFiles] = None) -> dict:
         """Segment one image file of any size into :meth:`output_paths` (``name`` defaults
         to the file's name): the label map (a Cloud-Optimized GeoTIFF with the input's
         georeferencing, a colour table and the no-data label, or PNG), an overlay (at most
         ``overlay_side`` pixels on the long side, with a legend), the outputs of
-        :class:`OutputOptions` and the JSON summary of class areas, written last.
+        :class:`OutputOptions` and the JSON summary of class areas, written last. The
+        summary names its outputs relative to ``out_dir``.
 
         A finished output with the same settings is returned as it is (``skipped`` set)
-        unless ``overwrite``; one with other settings is refused. If the run fails, the
-        outputs it started are removed. Returns the JSON summary plus ``seconds`` (kept out
-        of the file, so equal runs write equal files).
+        unless ``overwrite``; one with other settings is refused, and so is a file at an
+        output name that this tool did not write (``FileExistsError``). If the run fails,
+        the outputs it wrote are removed and nothing else. Returns the JSON summary plus
+        ``seconds`` (kept out of the file, so equal runs write equal files).
+
+        The call holds ``out_dir``'s lock (:class:`~segearth_ov.apis.run_folder.FolderLock`)
+        unless ``locked`` says the caller holds it for the whole run; ``written`` is that
+        run's record of the files it wrote (else read from ``out_dir``).
 
         With ``part`` (:class:`ScenePart`), every process of a group calls this for the same
         file: each computes a band of tile rows (:func:`~segearth_ov.geometry.row_bands`),
@@ -321,14 +344,39 @@ class OpenVocabSegmenter:
         path, out_dir = Path(path), Path(out_dir)
         name = name or path.name
         writable_folder(out_dir)
+        with contextlib.ExitStack() as stack:
+            if not locked:
+                stack.enter_context(FolderLock(out_dir))
+            written = written or WrittenFiles(out_dir, part.rank if part else 0)
+            return self._predict_locked(path, out_dir, name, progress, overlay_side,
+                                        overwrite, part, written)
+
+    def _predict_locked(self, path: Path, out_dir: Path, name: str, progress: bool,
+                        overlay_side: int, overwrite: bool, part: Optional[ScenePart],
+                        written: WrittenFiles) -> dict:
         if not overwrite:
             done = self.finished(out_dir, name)
             if done is not None:
                 return dict(done, skipped=True)
-        outputs = self.output_paths(out_dir, name)
+        kind, outside = self._look_at(path)
+        if outside:
+            logger.warning('%s lies outside the area of interest: nothing computed', path)
+            return dict(status='outside-aoi', outputs={})
+        outputs = {key: output for key, output in self.output_paths(out_dir, name).items()
+                   if not key.endswith(('_tif', '_png')) or key.endswith(kind)}
+        if not overwrite:
+            foreign = written.foreign(outputs.values())
+            if foreign:
+                raise FileExistsError(
+                    f'{", ".join(map(str, foreign))} exist{"s" if len(foreign) == 1 else ""} '
+                    f'and {"was" if len(foreign) == 1 else "were"} not written by '
+                    f'segearth-ov; this input is left alone: move '
+                    f'{"it" if len(foreign) == 1 else "them"}, pass --overwrite, or choose '
+                    f'another output folder')
         for output in outputs.values():
-            for stale in stale_temporaries(output):  # a killed run's half-written files
+            for stale in stale_temporaries(output):  # a killed run's (the lock is ours)
                 stale.unlink()
+        before = {key: file_identity(output) for key, output in outputs.items()}
         split = part is not None and part.world > 1
         try:
             with raster_session():
@@ -339,14 +387,27 @@ class OpenVocabSegmenter:
                 return self._predict_file(path, outputs, progress, overlay_side,
                                           part if split else None)
         except BaseException:
-            for key, output in outputs.items():
-                if key != 'json':
-                    output.unlink(missing_ok=True)
+            for output in changed_since(before, outputs):  # only what this call wrote
+                output.unlink(missing_ok=True)
             raise
+        finally:
+            written.record(p for p in changed_since(before, outputs) if p.exists())
+
+    def _look_at(self, path: Path) -> Tuple[str, bool]:
+        """``(raster format of the results, whether an area of interest misses the scene)``
+        of the input at ``path``."""
+        with raster_session():
+            scene = RasterScene(path, self.bands)
+        try:
+            outside = self.aoi is not None and not self.aoi.for_scene(scene).touches(
+                (0, scene.height, 0, scene.width))
+            return raster_suffix(scene), outside
+        finally:
+            scene.close()
 
     def _part_paths(self, outputs: Dict[str, Path], rank: int) -> Dict[str, Path]:
         """Where process ``rank`` leaves its band of the label and confidence maps."""
-        folder = outputs['json'].parent / '.segearth_ov' / 'parts'
+        folder = checked_folder(run_folder(outputs['json'].parent), 'parts')
         stem = outputs['json'].name[:-len('.json')]
         return {key: folder / f'{stem}.{key}.rank{rank}.tif' for key in ('labels',
                                                                         'confidence')}
@@ -419,7 +480,7 @@ class OpenVocabSegmenter:
         scene = RasterScene(path, self.bands)
         try:
             area = self.aoi.for_scene(scene) if self.aoi is not None else None
-            kind = 'tif' if scene.georeferenced else 'png'
+            kind = raster_suffix(scene)
             written = dict(labels=outputs[f'labels_{kind}'], overlay=outputs['overlay'])
             outputs['json'].unlink(missing_ok=True)  # replaced: stale until rewritten
             writers = [LabelWriter(written['labels'], scene, self.palette, self.outputs.cog)]
@@ -447,7 +508,7 @@ class OpenVocabSegmenter:
         finally:
             scene.close()
         with atomic_path(outputs['json']) as tmp:
-            tmp.write_text(json.dumps(summary, indent=2))
+            tmp.write_text(json.dumps(summary, indent=2, allow_nan=False))
         return dict(summary, seconds=round(time.perf_counter() - start, 3))
 
     def _overlay(self, scene, label_path: Path, overlay_path: Path, side: int) -> None:
@@ -470,8 +531,8 @@ class OpenVocabSegmenter:
                         area_m2=None if area is None else round(int(n) * area, 3))
                    for name, line, n in zip(self.class_names, self.class_lines, counts)]
         return dict(
-            input=str(path), labels=str(written['labels']), overlay=str(written['overlay']),
-            outputs={key: str(p) for key, p in written.items()},
+            input=str(path), labels=written['labels'].name, overlay=written['overlay'].name,
+            outputs={key: p.name for key, p in written.items()},
             width=scene.width, height=scene.height,
             crs=scene.crs.to_string() if scene.georeferenced else None,
             transform=list(scene.transform)[:6] if scene.georeferenced else None,

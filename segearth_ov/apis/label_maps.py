@@ -34,22 +34,34 @@ def confidence_to_uint8(probs: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(probs, 0, 1) * CONFIDENCE_SCALE).astype(np.uint8)
 
 
+# Results of scenes without a CRS are PNGs up to this many pixels (a PNG is held in memory
+# whole); larger ones are written as tiled GeoTIFFs without a CRS
+PNG_PIXEL_LIMIT = 8192 * 8192
+
+
+def raster_suffix(scene) -> str:
+    """``'tif'`` or ``'png'``: the format of a result raster of ``scene``."""
+    small = scene.width * scene.height <= PNG_PIXEL_LIMIT
+    return 'png' if not getattr(scene, 'georeferenced', False) and small else 'tif'
+
+
 class BandWriter:
-    """A single-band raster written window by window. Georeferenced scenes give a GeoTIFF
-    with the input's CRS and transform and the no-data value declared: a Cloud-Optimized
-    GeoTIFF (internal 256-pixel tiles, overviews resampled with ``overview_resampling``, the
-    colour table kept) unless ``cog=False``, then a plain tiled GeoTIFF. Other scenes give a
-    PNG (held in memory until ``close``). Written under a temporary name and renamed by
+    """A single-band raster written window by window, in the format of ``path``'s suffix.
+    ``.tif``: a GeoTIFF with the scene's CRS and transform (if any) and the no-data value
+    declared: a Cloud-Optimized GeoTIFF (internal 256-pixel tiles, overviews resampled with
+    ``overview_resampling``, the colour table kept) unless ``cog=False``, then a plain tiled
+    GeoTIFF; memory stays at a few tiles. ``.png``: held in memory until ``close`` (for
+    scenes up to :data:`PNG_PIXEL_LIMIT`). Written under a temporary name and renamed by
     ``close``, so a failed run leaves no partial file."""
 
     def __init__(self, path: Path, scene, dtype, nodata: int, colormap: Optional[dict] = None,
                  cog: bool = True, overview_resampling: str = 'mode'):
         self.path = Path(path)
-        self.georeferenced = getattr(scene, 'georeferenced', False)
+        self.windowed = self.path.suffix.lower() == '.tif'
         self.dtype, self.nodata = np.dtype(dtype), nodata
         self.cog, self.overview_resampling = cog, overview_resampling
         self.tmp = temporary_beside(self.path)
-        if self.georeferenced:
+        if self.windowed:
             import rasterio
             from rasterio.errors import NotGeoreferencedWarning
             with warnings.catch_warnings():  # a band of an unreferenced scene
@@ -67,14 +79,14 @@ class BandWriter:
     def write(self, window: Window, values: np.ndarray) -> None:
         y1, y2, x1, x2 = window
         values = values.astype(self.dtype)
-        if self.georeferenced:
+        if self.windowed:
             from rasterio.windows import Window as RWindow
             self.dataset.write(values[None], window=RWindow(x1, y1, x2 - x1, y2 - y1))
         else:
             self.array[y1:y2, x1:x2] = values
 
     def close(self) -> None:
-        if self.georeferenced:
+        if self.windowed:
             self.dataset.close()
             if self.cog:  # the COG driver only copies: lay the finished raster out as a COG
                 from rasterio.shutil import copy
@@ -93,7 +105,7 @@ class BandWriter:
         publish(self.tmp, self.path)
 
     def abort(self) -> None:
-        if self.georeferenced and not self.dataset.closed:
+        if self.windowed and not self.dataset.closed:
             self.dataset.close()
         self.tmp.unlink(missing_ok=True)
 

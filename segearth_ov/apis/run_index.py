@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from ..fileio import atomic_path
-
-PARTS = '.segearth_ov'  # the manifest parts, inside the output folder
+from ..fileio import atomic_path, open_no_follow
+from .run_folder import run_folder
 COG_TYPE = 'image/tiff; application=geotiff; profile=cloud-optimized'
 MEDIA_TYPES = {'.tif': 'image/tiff; application=geotiff', '.png': 'image/png',
                '.json': 'application/json', '.gpkg': 'application/geopackage+sqlite3',
@@ -33,14 +32,13 @@ class ManifestPart:
     as soon as the input ends, so a killed run's progress stays readable."""
 
     def __init__(self, out: Path, rank: int):
-        folder = Path(out) / PARTS
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f'manifest.rank{rank}.jsonl'
+        self.path = run_folder(out) / f'manifest.rank{rank}.jsonl'
         self.rank = rank
-        self._file = open(self.path, 'w')
+        self._file = open_no_follow(self.path, 'w')
 
     def record(self, **entry) -> None:
-        self._file.write(json.dumps(dict(entry, rank=self.rank, ended=utc_now())) + '\n')
+        self._file.write(json.dumps(dict(entry, rank=self.rank, ended=utc_now()),
+                                    allow_nan=False) + '\n')
         self._file.flush()
         os.fsync(self._file.fileno())
 
@@ -52,8 +50,8 @@ def read_parts(out: Path, world_size: int) -> List[dict]:
     """The entries of every process's manifest part, sorted by input."""
     entries = []
     for rank in range(world_size):
-        path = Path(out) / PARTS / f'manifest.rank{rank}.jsonl'
-        if path.is_file():
+        path = run_folder(out) / f'manifest.rank{rank}.jsonl'
+        if path.is_file() and not path.is_symlink():
             entries += [json.loads(line) for line in path.read_text().splitlines() if line]
     return sorted(entries, key=lambda e: e['input'])
 
@@ -62,10 +60,11 @@ def write_manifest(out: Path, entries: List[dict], settings: dict, world_size: i
     """``<out>/manifest.json``: the run's settings and every input's entry."""
     path = Path(out) / 'manifest.json'
     counts = {status: sum(e['status'] == status for e in entries)
-              for status in ('done', 'skipped', 'failed')}
+              for status in ('done', 'skipped', 'failed', 'outside-aoi')}
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(dict(created=utc_now(), processes=world_size, **counts,
-                                       settings=settings, inputs=entries), indent=2))
+                                       settings=settings, inputs=entries), indent=2,
+                                  allow_nan=False))
     return path
 
 
@@ -89,9 +88,10 @@ def stac_item(summary: dict, item_id: str, root: Path) -> dict:
                        if summary.get('palette') else {}))
                for i, c in enumerate(summary['classes'])]
     assets = {}
-    paths = dict(summary['outputs'], summary=summary['json'])
+    folder = Path(summary['json']).parent  # outputs are named beside their summary
+    paths = dict(summary['outputs'], summary=Path(summary['json']).name)
     for key, path in paths.items():
-        path = Path(path)
+        path = folder / path
         cog = path.suffix == '.tif' and summary['settings']['outputs'].get('cog')
         asset = dict(href=os.path.relpath(path, root),
                      type=COG_TYPE if cog else MEDIA_TYPES.get(path.suffix),
@@ -120,13 +120,14 @@ def write_stac_index(out: Path, entries: List[dict]) -> Optional[Path]:
     out = Path(out)
     items = []
     for entry in entries:
-        if entry['status'] == 'failed':
+        if entry['status'] not in ('done', 'skipped'):
             continue
-        summary_path = Path(entry['summary'])
+        summary_path = out / entry['summary']
         summary = dict(json.loads(summary_path.read_text()), json=str(summary_path),
                        created=entry['ended'])
         items.append(stac_item(summary, entry['id'], out))
     path = out / 'index.json'
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(dict(type='FeatureCollection', features=items), indent=2))
+        tmp.write_text(json.dumps(dict(type='FeatureCollection', features=items), indent=2,
+                                  allow_nan=False))
     return path

@@ -9,17 +9,55 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..fileio import INPUT_DRIVERS
 from ..geometry import Window
 from .bands import STATS_SIDE, choose_bands, stretch_limits, to_uint8
 
 GDAL_CACHE_BYTES = 32 * 2 ** 20  # GDAL's default (5% of RAM) would dominate peak memory
+# GDAL switches that let a VRT read raw bytes of any file or run Python code: off
+SAFE_GDAL = dict(GDAL_VRT_ENABLE_RAWRASTERBAND='NO', GDAL_VRT_ENABLE_PYTHON='NO')
 
 
 def raster_session():
     """The rasterio environment for scene I/O: a block cache bounded by
-    :data:`GDAL_CACHE_BYTES`, so reading and writing large rasters keeps memory flat."""
+    :data:`GDAL_CACHE_BYTES`, so reading and writing large rasters keeps memory flat, and
+    the VRT features that read other files (:data:`SAFE_GDAL`) off."""
     import rasterio
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, **SAFE_GDAL)
+
+
+def check_vrt(path: Path, root: Optional[Path] = None, depth: int = 0) -> None:
+    """Refuse (``ValueError``, one line) a VRT that would read files outside its own folder
+    tree (``root``, default the VRT's folder): raw-band VRTs, Python pixel functions,
+    sources given as URLs or GDAL virtual paths, and sources outside the tree; VRT sources
+    are checked likewise."""
+    import xml.etree.ElementTree as ElementTree
+    root = (root or path.parent).resolve()
+    try:
+        tree = ElementTree.parse(path)
+    except (ElementTree.ParseError, OSError) as error:
+        raise ValueError(f'input {path} is not a readable VRT: {error}') from error
+    for band in tree.iter('VRTRasterBand'):
+        if band.get('subClass') == 'VRTRawRasterBand':
+            raise ValueError(f'input {path} is a raw-band VRT (it reads the bytes of any '
+                             f'file); such inputs are refused')
+    if any(True for _ in tree.iter('PixelFunctionCode')):
+        raise ValueError(f'input {path} holds pixel-function code; such VRTs are refused')
+    for element in [*tree.iter('SourceFilename'), *tree.iter('SourceDataset')]:
+        name = (element.text or '').strip()
+        if name.startswith('/vsi') or '://' in name or name[1:2] == ':' or not name:
+            raise ValueError(f'input {path} reads {name!r}, which is not a file beside it; '
+                             f'a VRT may only read files inside its own folder')
+        source = Path(name) if element.get('relativeToVRT') != '1' and Path(name).is_absolute() \
+            else path.parent / name
+        source = source.resolve()
+        if not source.is_relative_to(root):
+            raise ValueError(f'input {path} reads {name}, outside its folder {root}; a VRT '
+                             f'may only read files inside its own folder')
+        if source.suffix.lower() == '.vrt':
+            if depth > 8:
+                raise ValueError(f'input {path}: VRTs nested too deep')
+            check_vrt(source, root, depth + 1)
 
 
 def pixel_area_m2(crs, transform) -> Optional[float]:
@@ -42,10 +80,16 @@ class RasterScene:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f'input {self.path} not found')
+        driver = INPUT_DRIVERS.get(self.path.suffix.lower())
+        if driver is None:
+            raise ValueError(f'input {self.path}: {self.path.suffix or "no suffix"} is not an '
+                             f'image format segearth-ov reads ({", ".join(INPUT_DRIVERS)})')
+        if driver == 'VRT':
+            check_vrt(self.path)
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), rasterio.Env(**SAFE_GDAL):
                 warnings.simplefilter('ignore', NotGeoreferencedWarning)
-                self.dataset = rasterio.open(self.path)
+                self.dataset = rasterio.open(self.path, driver=driver)
         except RasterioIOError as error:
             raise ValueError(f'cannot read {self.path} as an image: {error}') from error
         ds = self.dataset

@@ -28,9 +28,11 @@ from .postprocess import (bare_samples, class_chunks, queries_to_classes, runnin
                           threshold_to_background, to_original_size)
 from .precision import autocast, check_precision
 from .sliding import slide_logits, stitch_windows, window_batches
-from .text import (cached_query_embeddings, openai_imagenet_templates,
+from .text import (cached_query_embeddings, check_query_lengths, openai_imagenet_templates,
                    segmentor_classes)
 from .upsamplers import build_upsampler
+
+CLIP_CONTEXT = 77  # tokens of CLIP's text encoder
 
 # (cls [N, D], patches [N, D, h, w], padded crops [N, 3, H, W], padding) of a window batch
 WindowFeatures = Tuple[Tensor, Tensor, Tensor, Tuple[int, int, int, int]]
@@ -100,6 +102,9 @@ class SegEarthOV(BaseSegmentor):
             data_preprocessor = dict(type=RSDataPreProcessor)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.class_queries = segmentor_classes(name_path, classes, bg_idx)
+        self.prompt_templates = (list(prompt_templates) if prompt_templates is not None
+                                 else openai_imagenet_templates())
+        check_query_lengths(self.class_queries.queries, CLIP_CONTEXT, self.prompt_templates)
         check_precision(precision)
         if window_batch_size < 1:
             raise ValueError(f'window_batch_size must be >= 1, got {window_batch_size}')
@@ -121,8 +126,6 @@ class SegEarthOV(BaseSegmentor):
         self.slide_crop = slide_crop
         self.slide_stride = slide_stride
         self.window_batch_size = window_batch_size
-        self.prompt_templates = (list(prompt_templates) if prompt_templates is not None
-                                 else openai_imagenet_templates())
         self.precision = precision
         self._query_embeddings: Optional[Tensor] = None
 

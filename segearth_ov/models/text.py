@@ -5,6 +5,7 @@ A names file has one class per line; a line may list comma-separated synonyms
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -175,6 +176,37 @@ def encode_queries(clip_model, tokenizer, queries: Sequence[str],
     return F.normalize(per_prompt.mean(dim=1), dim=-1)
 
 
+# No BPE token of the CLIP vocabulary is this long: a name of more characters than this
+# times the context cannot fit, and is refused before the (quadratic) tokenisation
+MAX_CHARS_PER_TOKEN = 16
+
+
+@functools.lru_cache(maxsize=1)
+def bpe_tokenizer():
+    """open_clip's CLIP BPE tokenizer (read once: it loads the 49k merges)."""
+    from open_clip.tokenizer import SimpleTokenizer
+    return SimpleTokenizer()
+
+
+def check_query_lengths(queries: Sequence[str], context_length: int,
+                        templates: Sequence[Template] = ('{}',), method: str = 'CLIP') -> None:
+    """Refuse (``ValueError`` naming the class) a query that does not fit the text encoder's
+    ``context_length`` tokens in its longest template (start and end tokens included),
+    instead of silently cutting it. Counted with the CLIP BPE vocabulary open_clip ships."""
+    tokenizer = None
+    longest = max(templates, key=lambda t: len(_fill(t, '')))
+    for query in queries:
+        text = _fill(longest, query)
+        too_long = len(text) > context_length * MAX_CHARS_PER_TOKEN
+        if not too_long:
+            tokenizer = tokenizer or bpe_tokenizer()
+            too_long = len(tokenizer.encode(text)) + 2 > context_length
+        if too_long:
+            shown = query if len(query) <= 60 else f'{query[:40]}... ({len(query)} characters)'
+            raise ValueError(f'class name {shown!r} is too long for {method}\'s text encoder '
+                             f'({context_length} tokens with its prompt); shorten it')
+
+
 def text_cache_dir() -> Optional[Path]:
     """Where query embeddings are cached: ``$SEGEARTH_OV_TEXT_CACHE``, else
     ``$XDG_CACHE_HOME/segearth_ov/text`` (``~/.cache/...``); None when the variable is 0."""
@@ -184,6 +216,29 @@ def text_cache_dir() -> Optional[Path]:
     if value:
         return Path(value)
     return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'segearth_ov' / 'text'
+
+
+def embedding_width(clip_model) -> int:
+    """The width ``D`` of the text embeddings :func:`encode_text` returns."""
+    projection = clip_model.text_projection
+    if projection is None:
+        return clip_model.ln_final.normalized_shape[0]
+    if isinstance(projection, torch.nn.Linear):
+        return projection.out_features
+    return projection.shape[1]
+
+
+def _cache_problem(stored: dict, width: int) -> Optional[str]:
+    """Why cached embeddings cannot be used (None when they can): each must be a finite
+    float32 unit vector ``[width]`` under a string key."""
+    for query, value in stored.items():
+        if not isinstance(query, str) or not isinstance(value, Tensor):
+            return f'entry {query!r} is not a name and a tensor'
+        if value.dtype != torch.float32 or tuple(value.shape) != (width,):
+            return f'{query!r} is {value.dtype} {tuple(value.shape)}, not float32 ({width},)'
+        if not torch.isfinite(value).all() or abs(float(value.norm()) - 1) > 1e-3:
+            return f'{query!r} is not a finite unit vector'
+    return None
 
 
 def _cache_file(folder: Path, weights_key: str, templates: Sequence[Template]) -> Path:
@@ -214,6 +269,11 @@ def cached_query_embeddings(clip_model, tokenizer, queries: Sequence[str],
         except Exception as error:  # truncated or foreign: recompute, never fail on a cache
             logger.warning('text-embedding cache %s is unreadable (%s); recomputing', path,
                            error)
+        problem = _cache_problem(stored, embedding_width(clip_model))
+        if problem:
+            logger.warning('text-embedding cache %s does not fit this model (%s); '
+                           'recomputing', path, problem)
+            stored = {}
     missing = [q for q in dict.fromkeys(queries) if q not in stored]
     if missing:
         new = encode_queries(clip_model, tokenizer, missing, templates, progress=progress)
