@@ -305,12 +305,19 @@ def test_a_large_area_is_read_in_bulk(tmp_path):
     x, y = np.meshgrid(np.arange(200) * 0.01 + 7, np.arange(100) * 0.01 + 50)
     boxes = shapely.box(x.ravel(), y.ravel(), x.ravel() + 0.006, y.ravel() + 0.006)
     path = tmp_path / 'many.gpkg'
-    pyogrio.write_dataframe  # noqa: B018  (pyogrio is the reader under test)
     pyogrio.raw.write(path, shapely.to_wkb(boxes), field_data=[], fields=[],
                       geometry_type='Polygon', crs='EPSG:4326', driver='GPKG')
     area = AreaOfInterest(path, progress=True)
-    assert len(area.geometry.geoms) == 20000
-    assert area.geometry.area == pytest.approx(20000 * 0.006 ** 2)
+    assert len(area.polygons) == 20000
+
+    class Scene:  # 0.1 degree square at 7.5 E, 50.5 N: 10 x 10 boxes
+        georeferenced, crs = True, rasterio.crs.CRS.from_epsg(4326)
+        transform = rasterio.transform.from_origin(7.5, 50.6, 0.001, 0.001)
+
+        def bounds(self):
+            return 7.5, 50.5, 7.6, 50.6
+    inside = area.for_scene(Scene()).geometry.intersection(shapely.box(7.5, 50.5, 7.6, 50.6))
+    assert inside.area == pytest.approx(100 * 0.006 ** 2, rel=1e-6)
 
 
 # --- 9-13. arguments and inputs that hang, mislead or crash --------------------------------------

@@ -24,7 +24,7 @@ DENSIFY_DEGREES = 0.05
 
 
 class AreaOfInterest:
-    """The union of every polygon of a vector file, with its CRS.
+    """The polygons of a vector file (their union is the area), with its CRS.
 
     Raises ``FileNotFoundError`` or ``ValueError`` naming the file when it is missing,
     unreadable, holds no polygon, or declares no CRS (or one that is not on the Earth).
@@ -66,24 +66,26 @@ class AreaOfInterest:
                              f'area)')
         invalid = ~shapely.is_valid(polygons)
         polygons[invalid] = shapely.make_valid(polygons[invalid])
-        self.geometry = shapely.union_all(polygons)
-        if self.geometry.is_empty or self.geometry.area == 0:
+        if not shapely.area(polygons).sum() > 0:
             raise ValueError(f'--aoi {self.path}: its polygons enclose no area')
-        self.crs = crs
+        self.crs, self.polygons = crs, polygons
         # the same area is the same key whatever the file: EPSG code where there is one,
         # rings in shapely's normal form (a shapefile's run clockwise, GeoJSON's not)
         crs_key = f'EPSG:{crs.to_epsg()}' if crs.to_epsg() else crs.to_wkt()
-        self.hash = 'sha256:' + hashlib.sha256(
-            crs_key.encode() + shapely.to_wkb(shapely.normalize(self.geometry))
-        ).hexdigest()[:12]
+        digest = hashlib.sha256(crs_key.encode())
+        for wkb in shapely.to_wkb(shapely.normalize(polygons)):
+            digest.update(wkb)
+        self.hash = f'sha256:{digest.hexdigest()[:12]}'
+        self._index = None  # (polygons in lon/lat, their STRtree), built for the first scene
         if progress:
             print(f'--aoi {self.path.name}: {len(polygons)} polygons in '
                   f'{time.perf_counter() - start:.1f} s', flush=True)
 
     def for_scene(self, scene) -> 'SceneArea':
-        """This area in the CRS and pixel grid of a georeferenced ``scene``: clipped to the
-        scene's footprint (in longitude and latitude, with a margin) and to its CRS's area of
-        use, densified, then reprojected. Empty when the area misses the scene."""
+        """This area in the CRS and pixel grid of a georeferenced ``scene``: the polygons
+        near the scene (its footprint in longitude and latitude, with a margin, within its
+        CRS's area of use) unioned, clipped to that window, densified, then reprojected.
+        Empty when the area misses the scene."""
         import shapely
         from pyproj import CRS, Transformer
         from rasterio.warp import transform_bounds
@@ -99,27 +101,32 @@ class AreaOfInterest:
                              min(east + margin, 180), min(north + margin, 90))
         if use is not None:
             window = window.intersection(shapely.box(use.west, use.south, use.east, use.north))
-        lonlat = self._in_lonlat(window)
-        clipped = shapely.segmentize(lonlat.intersection(window), DENSIFY_DEGREES)
+        lonlat, tree = self._lonlat_index()
+        near = lonlat[tree.query(window, predicate='intersects')]
+        clipped = shapely.intersection(shapely.union_all(near), window) if len(near) else \
+            shapely.Polygon()
         to_scene = Transformer.from_crs('EPSG:4326', target, always_xy=True)
-        geometry = shapely.transform(clipped, lambda xy: np.stack(
-            to_scene.transform(xy[:, 0], xy[:, 1]), axis=1))
+        geometry = shapely.transform(shapely.segmentize(clipped, DENSIFY_DEGREES),
+                                     lambda xy: np.stack(to_scene.transform(xy[:, 0], xy[:, 1]),
+                                                         axis=1))
         return SceneArea(shapely.make_valid(geometry), scene.transform)
 
-    def _in_lonlat(self, window):
-        """The area in longitude and latitude, densified in its own CRS (only the part near
-        ``window``, a lon/lat box, when the area's CRS is geographic already)."""
+    def _lonlat_index(self):
+        """The polygons in longitude and latitude (densified in their own CRS first) and a
+        spatial index of them, computed once."""
         import shapely
         from pyproj import CRS, Transformer
-        wgs84 = CRS.from_epsg(4326)
-        if self.crs.equals(wgs84, ignore_axis_order=True):
-            return self.geometry
-        minx, miny, maxx, maxy = self.geometry.bounds
-        step = max(maxx - minx, maxy - miny) / 1024
-        dense = shapely.segmentize(self.geometry, step) if step > 0 else self.geometry
-        to_lonlat = Transformer.from_crs(self.crs, wgs84, always_xy=True)
-        return shapely.make_valid(shapely.transform(dense, lambda xy: np.stack(
-            to_lonlat.transform(xy[:, 0], xy[:, 1]), axis=1)))
+        if self._index is None:
+            wgs84 = CRS.from_epsg(4326)
+            polygons = self.polygons
+            if not self.crs.equals(wgs84, ignore_axis_order=True):
+                minx, miny, maxx, maxy = shapely.total_bounds(polygons)
+                polygons = shapely.segmentize(polygons, max(maxx - minx, maxy - miny) / 1024)
+                to_lonlat = Transformer.from_crs(self.crs, wgs84, always_xy=True)
+                polygons = shapely.make_valid(shapely.transform(polygons, lambda xy: np.stack(
+                    to_lonlat.transform(xy[:, 0], xy[:, 1]), axis=1)))
+            self._index = (polygons, shapely.STRtree(polygons))
+        return self._index
 
 
 class SceneArea:
