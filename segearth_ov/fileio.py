@@ -39,6 +39,18 @@ def stale_temporaries(path) -> list:
     return sorted(path.parent.glob(f'.{glob.escape(path.name)}.*{TEMP_SUFFIX}'))
 
 
+def remove_temporary(path) -> None:
+    """Remove a temporary of :func:`temporary_beside`: a file, or a folder of the files of a
+    multi-file output (never following a link)."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        for child in path.iterdir():
+            remove_temporary(child)
+        path.rmdir()
+    else:
+        path.unlink(missing_ok=True)
+
+
 def checked_folder(root, relative='.') -> Path:
     """``root / relative``, created folder by folder (``root`` as needed); a part below ``root``
     that is a symbolic

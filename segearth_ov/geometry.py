@@ -69,6 +69,15 @@ def tile_grid(height: int, width: int, tile: int, overlap: int) -> List[Window]:
             for x1, x2 in tile_spans(width, tile, overlap)]
 
 
+def block_grid(height: int, width: int, block: int) -> List[Window]:
+    """Blocks of at most ``block`` pixels that partition the scene (no overlap, the last
+    ones shorter), row by row: for work that must see every pixel exactly once."""
+    if block < 1:
+        raise ValueError(f'block must be >= 1, got {block}')
+    return [(y, min(y + block, height), x, min(x + block, width))
+            for y in range(0, height, block) for x in range(0, width, block)]
+
+
 def core_spans(spans: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
     """The part of each span nearer to it than to its neighbours: overlaps are cut in the
     middle, so the cores of :func:`tile_spans` partition the axis."""

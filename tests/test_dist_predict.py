@@ -53,12 +53,12 @@ def run(command, env=ENV):
 
 
 def results(out: Path):
-    """Every per-input output's bytes (the run's manifest and index excluded), the output
+    """Every per-input output's bytes (the run's manifest and STAC index excluded), the output
     folder's own name replaced in the summaries' paths."""
     return {str(p.relative_to(out)): p.read_bytes().replace(str(out).encode(), b'OUT')
             for p in sorted(out.rglob('*'))
             if p.is_file() and p.relative_to(out).parts[0] != '.segearth_ov'
-            and p.name not in ('manifest.json', 'index.json')}
+            and p.name not in ('manifest.json', 'index.json', 'collection.json')}
 
 
 @pytest.fixture(scope='module')
@@ -76,7 +76,8 @@ def test_two_processes_write_the_same_files(weights, scenes, single, tmp_path):
                env=dict(ENV, PORT=str(free_port()), PYTHON=sys.executable))
     assert done.returncode == 0, done.stderr
     expected = results(single)
-    assert len(expected) == 4 * 5  # labels, overlay, confidence, polygons, summary
+    # labels and its style, overlay, confidence, polygons and their style, summary
+    assert len(expected) == 4 * 7
     assert results(out) == expected
     manifest = json.loads((out / 'manifest.json').read_text())
     assert manifest['processes'] == 2 and manifest['done'] == 4
@@ -127,7 +128,7 @@ def test_one_scene_split_across_two_processes(weights, tmp_path):
               env=dict(ENV, PORT=str(free_port()), PYTHON=sys.executable))
     assert two.returncode == 0, two.stderr
     assert results(tmp_path / 'two') == results(tmp_path / 'one')
-    assert len(results(tmp_path / 'one')) == 5
+    assert len(results(tmp_path / 'one')) == 7
     assert not list((tmp_path / 'two' / '.segearth_ov' / 'parts').iterdir())
     manifest = json.loads((tmp_path / 'two' / 'manifest.json').read_text())
     assert manifest['done'] == 1 and len(manifest['inputs']) == 1

@@ -59,12 +59,14 @@ def features(path):
         return source.crs, [f for f in source]
 
 
-@pytest.mark.parametrize('fmt', ['gpkg', 'geojson'])
-def test_rectangles_become_one_feature_each(tmp_path, fmt):
+@pytest.mark.parametrize('fmt,suffix', [('gpkg', 'gpkg'), ('geojson-crs', 'geojson'),
+                                        ('shp', 'shp')])
+def test_rectangles_become_one_feature_each(tmp_path, fmt, suffix):
     labels = rectangles()
     label_raster(tmp_path / 'l.tif', labels)
-    count = vectorize_labels(tmp_path / 'l.tif', tmp_path / f'p.{fmt}', NAMES, fmt, block=64)
-    crs, found = features(tmp_path / f'p.{fmt}')
+    count = vectorize_labels(tmp_path / 'l.tif', tmp_path / f'p.{suffix}', NAMES, fmt,
+                             block=64)
+    crs, found = features(tmp_path / f'p.{suffix}')
     assert count == len(found) == 5
     assert crs.to_epsg() == 32632
     got = sorted((f.properties['class_id'], f.properties['pixels']) for f in found)
@@ -164,7 +166,7 @@ def test_cli_writes_cog_vector_confidence_and_index(tmp_path):
     west, south, east, north = item['bbox']
     # 500 km E is 9 deg E; 5650 km N is about 51 deg N; the scene is 260 m x 300 m
     assert 8.999 < west < east < 9.005 and 50.99 < south < north < 51.01
-    assert item['properties']['proj:code'] == 'EPSG:32632'
+    assert item['properties']['proj:epsg'] == 32632
     for asset in item['assets'].values():
         assert (out / asset['href']).is_file()
     assert [c['name'] for c in item['assets']['labels']['classification:classes']] == \
@@ -268,7 +270,7 @@ def test_scene_transform_is_used_for_pixel_areas():
 def test_negative_shaping_is_refused(tmp_path, capsys):
     label_raster(tmp_path / 'l.tif', rectangles())
     for options in (dict(min_area=-1.0), dict(simplify=-0.5)):
-        with pytest.raises(ValueError, match='must be >= 0'):
+        with pytest.raises(ValueError, match='must be finite and >= 0'):
             vectorize_labels(tmp_path / 'l.tif', tmp_path / 'p.gpkg', NAMES, **options)
     assert not list(tmp_path.glob('*.gpkg*')) and not list(tmp_path.glob('.p.gpkg*'))
     write_geotiff(tmp_path / 's.tif', smooth_scene(32, 32))

@@ -137,8 +137,8 @@ def test_cli_errors_keep_other_outputs(tmp_path, capsys):
     assert code == 1
     assert 'missing.tif not found' in err and 'cannot read' in err and 'corrupt.tif' in err
     assert sorted(p.name for p in out.iterdir()) == [
-        '.segearth_ov', 'good.tif.json', 'good.tif.labels.tif', 'good.tif.overlay.png',
-        'index.json', 'manifest.json']
+        '.segearth_ov', 'collection.json', 'good.tif.json', 'good.tif.labels.qml',
+        'good.tif.labels.tif', 'good.tif.overlay.png', 'index.json', 'manifest.json']
     manifest = json.loads((out / 'manifest.json').read_text())
     assert (manifest['done'], manifest['failed']) == (1, 2)
     failed = {Path(e['input']).name: e['error'] for e in manifest['inputs']

@@ -36,7 +36,7 @@ def segmenter():
                               tile=64, overlap=16)
 
 
-RUN_FILES = ('manifest.json', 'index.json')  # and the manifest parts in .segearth_ov/
+RUN_FILES = ('manifest.json', 'index.json', 'collection.json')  # and .segearth_ov/
 
 
 def names(folder):
@@ -56,11 +56,11 @@ def test_same_stem_inputs_keep_apart(tmp_path, capsys):
     out = tmp_path / 'out'
     assert predict(tmp_path / '2019' / 'scene.tif', tmp_path / '2020' / 'scene.tif',
                    tmp_path / '2019' / 'scene.png', '--out', out) == 0
-    assert names(out) == ['2019/scene.png.json', '2019/scene.png.labels.png',
-                          '2019/scene.png.overlay.png', '2019/scene.tif.json',
-                          '2019/scene.tif.labels.tif', '2019/scene.tif.overlay.png',
-                          '2020/scene.tif.json', '2020/scene.tif.labels.tif',
-                          '2020/scene.tif.overlay.png']
+    assert names(out) == [
+        '2019/scene.png.json', '2019/scene.png.labels.png', '2019/scene.png.labels.qml',
+        '2019/scene.png.overlay.png', '2019/scene.tif.json', '2019/scene.tif.labels.qml',
+        '2019/scene.tif.labels.tif', '2019/scene.tif.overlay.png', '2020/scene.tif.json',
+        '2020/scene.tif.labels.qml', '2020/scene.tif.labels.tif', '2020/scene.tif.overlay.png']
     summary = json.loads((out / '2020' / 'scene.tif.json').read_text())
     assert summary['input'].endswith('2020/scene.tif')
 
@@ -103,7 +103,8 @@ def test_rerun_after_a_kill_cleans_up_and_finishes(tmp_path):
     (out / 'a.tif.json').unlink()
     (out / '.a.tif.labels.tif.x1y2z3.tmp').write_bytes(b'half')
     assert predict(tmp_path / 'a.tif', '--out', out) == 0
-    assert names(out) == ['a.tif.json', 'a.tif.labels.tif', 'a.tif.overlay.png']
+    assert names(out) == ['a.tif.json', 'a.tif.labels.qml', 'a.tif.labels.tif',
+                          'a.tif.overlay.png']
     with rasterio.open(out / 'a.tif.labels.tif') as labels:
         assert labels.shape == (30, 40)
 
@@ -124,8 +125,9 @@ def test_one_failing_input_does_not_stop_the_batch(tmp_path, capsys, monkeypatch
     err = capsys.readouterr().err
     assert 'b.tif' in err and 'No space left on device' in err and 'Traceback' not in err
     assert '1 of 3 inputs failed' in err
-    assert names(out) == ['a.tif.json', 'a.tif.labels.tif', 'a.tif.overlay.png',
-                          'c.tif.json', 'c.tif.labels.tif', 'c.tif.overlay.png']
+    assert names(out) == ['a.tif.json', 'a.tif.labels.qml', 'a.tif.labels.tif',
+                          'a.tif.overlay.png', 'c.tif.json', 'c.tif.labels.qml',
+                          'c.tif.labels.tif', 'c.tif.overlay.png']
 
 
 @pytest.mark.parametrize('args,message', [

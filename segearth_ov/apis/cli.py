@@ -49,6 +49,14 @@ def _finite_non_negative(text: str) -> float:
     return value
 
 
+def _time(text: str) -> str:
+    from .stac_index import parse_time
+    try:
+        return parse_time(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _resolved(path: Path) -> Path:
     try:
         return path.resolve(strict=path.exists())
@@ -135,9 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help='do not read or write the text-embedding cache '
                               '(~/.cache/segearth_ov/text; SEGEARTH_OV_TEXT_CACHE moves it)')
     gis = predict.add_argument_group('GIS outputs')
-    gis.add_argument('--vector', choices=['gpkg', 'geojson'],
+    gis.add_argument('--vector', choices=['gpkg', 'geojson', 'geojson-crs', 'shp'],
                      help='also write a polygon layer: one feature per connected region, with '
-                          'class id, name and area')
+                          'class id, name, area and confidence; geojson is RFC 7946 (WGS 84), '
+                          'geojson-crs keeps the scene\'s CRS')
     gis.add_argument('--min-area', type=_finite_non_negative, default=0.0,
                      help='drop polygons smaller than this (m^2 in a metric CRS, else pixels)')
     gis.add_argument('--simplify', type=_finite_non_negative, default=0.0,
@@ -147,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     gis.add_argument('--confidence', action='store_true',
                      help='also write the winning class\'s probability (uint8, p * 254; 255 '
                           'is no data)')
+    gis.add_argument('--datetime', type=_time,
+                     help='acquisition time of the inputs for the STAC index (ISO 8601, e.g. '
+                          '2024-06-01T10:30:00Z); default: each input\'s metadata, else the '
+                          'processing time')
     gis.add_argument('--aoi', help='vector file (any CRS): compute only tiles touching it; '
                                    'pixels outside are no data')
     predict.add_argument('--split-scenes', action='store_true',
@@ -313,7 +326,8 @@ def _run(args, out: Path, inputs, rank: int, world: int, segmenter, manifest
 
 
 def _predict(args) -> int:
-    from .run_index import ManifestPart, read_parts, write_manifest, write_stac_index
+    from .run_index import ManifestPart, read_parts, write_manifest
+    from .stac_index import write_stac_index
     try:
         out, inputs, (rank, world), lock, segmenter = _build(args)
         manifest = ManifestPart(out, rank)
@@ -330,7 +344,7 @@ def _predict(args) -> int:
         if rank == 0:
             entries = read_parts(out, world)
             print(f'manifest: {write_manifest(out, entries, segmenter.settings, world)}; '
-                  f'index: {write_stac_index(out, entries)}')
+                  f'index: {write_stac_index(out, entries, args.datetime)}')
             if world > 1:  # the whole run's figures, from every process's manifest part
                 count = len(entries)
                 skipped = sum(e['status'] == 'skipped' for e in entries)

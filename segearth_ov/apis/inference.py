@@ -12,8 +12,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..fileio import (atomic_path, checked_folder, file_identity, stale_temporaries,
-                      writable_folder)
+from ..fileio import (atomic_path, checked_folder, file_identity, remove_temporary,
+                      stale_temporaries, writable_folder)
 from ..geometry import Window, check_tiling, row_bands, tile_grid
 from ..models.postprocess import threshold_to_background
 from ..models.text import ClassQueries
@@ -28,6 +28,8 @@ from .label_maps import (CONFIDENCE_NODATA, BandWriter, LabelWriter, confidence_
 from .outputs import OutputOptions, output_paths
 from .run_folder import FolderLock, WrittenFiles, changed_since, run_folder
 from .scenes import ArrayScene, RasterScene, raster_session
+from .stac_index import acquisition_time
+from .styles import raster_style, vector_style
 from .vectorize import vectorize_labels
 
 logger = logging.getLogger(__name__)
@@ -375,7 +377,7 @@ class OpenVocabSegmenter:
                     f'another output folder')
         for output in outputs.values():
             for stale in stale_temporaries(output):  # a killed run's (the lock is ours)
-                stale.unlink()
+                remove_temporary(stale)
         before = {key: file_identity(output) for key, output in outputs.items()}
         split = part is not None and part.world > 1
         try:
@@ -478,6 +480,7 @@ class OpenVocabSegmenter:
                       overlay_side: int, part: Optional['ScenePart'] = None):
         from tqdm import tqdm
         scene = RasterScene(path, self.bands)
+        scores = None  # the confidence raster the polygons' figures are read from
         try:
             area = self.aoi.for_scene(scene) if self.aoi is not None else None
             kind = raster_suffix(scene)
@@ -485,10 +488,15 @@ class OpenVocabSegmenter:
             outputs['json'].unlink(missing_ok=True)  # replaced: stale until rewritten
             writers = [LabelWriter(written['labels'], scene, self.palette, self.outputs.cog)]
             if self.outputs.confidence:
-                written['confidence'] = outputs[f'confidence_{kind}']
+                written['confidence'] = scores = outputs[f'confidence_{kind}']
                 writers.append(BandWriter(written['confidence'], scene, np.uint8,
                                           CONFIDENCE_NODATA, cog=self.outputs.cog,
                                           overview_resampling='average'))
+            elif self.outputs.vector:  # kept only while the polygons are made
+                scores = checked_folder(run_folder(outputs['json'].parent), 'parts') / \
+                    f'{outputs["json"].name[:-len(".json")]}.confidence.tif'
+                writers.append(BandWriter(scores, scene, np.uint8, CONFIDENCE_NODATA,
+                                          cog=False))
             count = len(tile_grid(scene.height, scene.width, self.tile, self.overlap))
             start = time.perf_counter()
             with tqdm(total=count, desc=path.name, unit='tile',
@@ -497,19 +505,37 @@ class OpenVocabSegmenter:
                               if part is not None else
                               self.scene_labels(scene, bar.update, area))
             self._overlay(scene, written['labels'], outputs['overlay'], overlay_side)
+            written['labels_style'] = outputs['labels_style']
+            with atomic_path(outputs['labels_style']) as tmp:
+                tmp.write_text(raster_style(self.class_names, self.palette))
             features = None
             if self.outputs.vector:
-                written['vector'] = outputs['vector']
-                features = vectorize_labels(written['labels'], outputs['vector'],
-                                            self.class_names, self.outputs.vector,
-                                            self.outputs.min_area, self.outputs.simplify,
-                                            progress=progress)
-            summary = self._summary(path, scene, written, writers[0].counts, count, features)
+                features = self._polygons(written, outputs, scores, progress)
+            summary = self._summary(path, scene, written, writers[0], count, features)
         finally:
             scene.close()
+            if scores is not None and not self.outputs.confidence:
+                scores.unlink(missing_ok=True)
         with atomic_path(outputs['json']) as tmp:
             tmp.write_text(json.dumps(summary, indent=2, allow_nan=False))
         return dict(summary, seconds=round(time.perf_counter() - start, 3))
+
+    def _polygons(self, written: Dict[str, Path], outputs: Dict[str, Path], scores: Path,
+                  progress: bool) -> int:
+        """The polygon layer and its QGIS style (also stored in a GeoPackage)."""
+        style = vector_style(self.class_names, self.palette)
+        count = vectorize_labels(written['labels'], outputs['vector'], self.class_names,
+                                 self.outputs.vector, self.outputs.min_area,
+                                 self.outputs.simplify, progress=progress,
+                                 confidence_path=scores, style=style)
+        for key in outputs:
+            if key.startswith('vector_') and key != 'vector_style':
+                written[key] = outputs[key]  # a Shapefile's companion files
+        written['vector'] = outputs['vector']
+        written['vector_style'] = outputs['vector_style']
+        with atomic_path(outputs['vector_style']) as tmp:
+            tmp.write_text(style)
+        return count
 
     def _overlay(self, scene, label_path: Path, overlay_path: Path, side: int) -> None:
         factor = min(1.0, side / max(scene.height, scene.width))
@@ -523,13 +549,17 @@ class OpenVocabSegmenter:
         with atomic_path(overlay_path) as tmp:
             image.save(tmp, format='PNG')
 
-    def _summary(self, path, scene, written, counts, tiles, features) -> dict:
+    def _summary(self, path, scene, written, label_writer, tiles, features) -> dict:
+        counts, areas = label_writer.counts, label_writer.areas
         total = int(counts.sum())
         area = scene.pixel_area_m2()
+        known = areas is not None and (area is not None or bool(
+            scene.georeferenced and scene.crs.is_geographic))
         classes = [dict(name=name, synonyms=line, pixels=int(n),
                         fraction=round(int(n) / total, 6) if total else 0.0,
-                        area_m2=None if area is None else round(int(n) * area, 3))
-                   for name, line, n in zip(self.class_names, self.class_lines, counts)]
+                        area_m2=round(float(a), 3) if known else None)
+                   for name, line, n, a in zip(self.class_names, self.class_lines, counts,
+                                               areas if known else counts)]
         return dict(
             input=str(path), labels=written['labels'].name, overlay=written['overlay'].name,
             outputs={key: p.name for key, p in written.items()},
@@ -537,8 +567,9 @@ class OpenVocabSegmenter:
             crs=scene.crs.to_string() if scene.georeferenced else None,
             transform=list(scene.transform)[:6] if scene.georeferenced else None,
             bounds=list(scene.bounds()) if scene.georeferenced else None,
-            pixel_area_m2=area,
+            pixel_area_m2=area, acquired=acquisition_time(scene.dataset),
             area_note=None if area is not None else
+            'geographic CRS: areas are geodesic, on the CRS\'s ellipsoid' if known else
             'no projected CRS in metres: areas are given in pixels only',
             bands=scene.bands, stretched=scene.limits is not None, tile=self.tile,
             overlap=self.overlap, scale=self.scale, tiles=tiles, polygons=features,

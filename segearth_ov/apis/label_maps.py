@@ -119,11 +119,24 @@ class LabelWriter(BandWriter):
         super().__init__(path, scene, label_dtype(len(palette)), nodata_label(len(palette)),
                          {i: (*map(int, c), 255) for i, c in enumerate(palette)}, cog)
         self.counts = np.zeros(len(palette), np.int64)
+        self.crs, self.transform = getattr(scene, 'crs', None), getattr(scene, 'transform', None)
+        # ground area per class (m^2), while every window's rows have a known pixel area
+        self.areas: Optional[np.ndarray] = np.zeros(len(palette))
 
     def write(self, window: Window, labels: np.ndarray) -> None:
+        from .scenes import row_pixel_areas_m2
         labels = labels.astype(self.dtype)
-        counted = labels[labels != self.nodata]
+        kept = labels != self.nodata
+        counted = labels[kept]
         self.counts += np.bincount(counted.ravel(), minlength=len(self.counts))[:len(self.counts)]
+        if self.areas is not None and self.transform is not None:
+            rows = row_pixel_areas_m2(self.crs, self.transform, window[:2])
+            if rows is None:
+                self.areas = None
+            else:
+                weights = np.broadcast_to(rows[:, None], labels.shape)[kept]
+                self.areas += np.bincount(counted.ravel(), weights=weights,
+                                          minlength=len(self.areas))[:len(self.areas)]
         super().write(window, labels)
 
 

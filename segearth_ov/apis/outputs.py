@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
-from .vectorize import check_shaping, vector_format
+from .vectorize import check_shaping, vector_companions, vector_format
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,8 @@ class OutputOptions:
     """Which outputs to write besides the label map, overlay and JSON summary.
 
     Args:
-        vector: ``'gpkg'`` or ``'geojson'``: a polygon layer of the label map.
+        vector: ``'gpkg'``, ``'geojson'`` (RFC 7946, WGS 84), ``'geojson-crs'`` (the
+            scene's CRS) or ``'shp'``: a polygon layer of the label map.
         min_area: polygons smaller than this are dropped (m^2 in a metric CRS, else pixels).
         simplify: outline simplification tolerance in map units (0: exact pixel outlines).
         cog: label (and confidence) GeoTIFFs are Cloud-Optimized; False writes plain tiled
@@ -37,7 +38,7 @@ class OutputOptions:
         check_shaping(self.min_area, self.simplify)
         if (self.min_area or self.simplify) and self.vector is None:
             raise ValueError('--min-area and --simplify shape the polygon layer: add --vector '
-                             'gpkg (or geojson)')
+                             'gpkg (or geojson, geojson-crs, shp)')
 
     def settings(self, aoi_hash: Optional[str] = None) -> dict:
         """The options as recorded with each result: the area of interest by its file name
@@ -50,15 +51,21 @@ def output_paths(out_dir, name: str, options: OutputOptions = OutputOptions()
                  ) -> Dict[str, Path]:
     """Where the outputs of an input named ``name`` (a file name with its suffix, so ``t.png``
     and ``t.tif`` do not collide) go: ``<name>.labels.tif`` (georeferenced inputs) or
-    ``<name>.labels.png``, ``<name>.overlay.png``, ``<name>.json``, and when asked
-    ``<name>.confidence.tif|png`` and ``<name>.polygons.gpkg|geojson``."""
+    ``<name>.labels.png`` with its QGIS style ``<name>.labels.qml``, ``<name>.overlay.png``,
+    ``<name>.json``, and when asked ``<name>.confidence.tif|png`` and
+    ``<name>.polygons.gpkg|geojson|shp`` (a Shapefile's companion files included) with
+    ``<name>.polygons.qml``."""
     out_dir = Path(out_dir)
     paths = dict(labels_tif=out_dir / f'{name}.labels.tif',
                  labels_png=out_dir / f'{name}.labels.png',
+                 labels_style=out_dir / f'{name}.labels.qml',
                  overlay=out_dir / f'{name}.overlay.png', json=out_dir / f'{name}.json')
     if options.confidence:
         paths.update(confidence_tif=out_dir / f'{name}.confidence.tif',
                      confidence_png=out_dir / f'{name}.confidence.png')
     if options.vector:
         paths['vector'] = out_dir / f'{name}.polygons{vector_format(options.vector)[1]}'
+        paths['vector_style'] = out_dir / f'{name}.polygons.qml'
+        for companion in vector_companions(paths['vector'], options.vector):
+            paths[f'vector_{companion.suffix[1:]}'] = companion
     return paths

@@ -70,6 +70,24 @@ def pixel_area_m2(crs, transform) -> Optional[float]:
     return abs(transform.a * transform.e - transform.b * transform.d)
 
 
+def row_pixel_areas_m2(crs, transform, rows: Tuple[int, int]) -> Optional[np.ndarray]:
+    """Ground area of one pixel in each row ``y1 .. y2 - 1``: constant in a CRS projected in
+    metres; on the CRS's ellipsoid (geodesic) in a geographic CRS with a north-up grid; None
+    otherwise (areas are then known in pixels only)."""
+    area = pixel_area_m2(crs, transform)
+    if area is not None:
+        return np.full(rows[1] - rows[0], area)
+    if crs is None or not crs.is_geographic or transform.b or transform.d:
+        return None
+    from pyproj import CRS
+    geod = CRS.from_wkt(crs.to_wkt()).get_geod()
+    top = transform.f + transform.e * np.arange(rows[0], rows[1])
+    west, east = transform.c, transform.c + transform.a
+    return np.array([abs(geod.polygon_area_perimeter([west, east, east, west],
+                                                     [y + transform.e, y + transform.e, y, y])[0])
+                     for y in top])
+
+
 class RasterScene:
     """A raster file read window by window through rasterio (GeoTIFF, PNG, JPEG, ...)."""
 
