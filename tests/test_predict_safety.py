@@ -4,6 +4,9 @@ that must read as one paragraph."""
 import json
 import os
 import stat
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -98,10 +101,18 @@ def test_other_settings_are_refused_without_overwrite(tmp_path, capsys):
 def test_rerun_after_a_kill_cleans_up_and_finishes(tmp_path):
     write_geotiff(tmp_path / 'a.tif', smooth_scene(30, 40))
     out = tmp_path / 'out'
-    assert predict(tmp_path / 'a.tif', '--out', out) == 0
-    # what a kill leaves: a half-written temporary and a label map without its summary
-    (out / 'a.tif.json').unlink()
-    (out / '.a.tif.labels.tif.x1y2z3.tmp').write_bytes(b'half')
+    code = textwrap.dedent(f"""
+        import os, segearth_ov.apis.inference as inference
+        from segearth_ov.apis.cli import main
+        def killed(*args, **kwargs):  # the label map is out, then the process dies
+            os.kill(os.getpid(), 9)
+        inference.OpenVocabSegmenter._overlay = killed
+        main(['predict', *{BASE!r}, {str(tmp_path / 'a.tif')!r}, '--out', {str(out)!r}])
+    """)
+    process = subprocess.run([sys.executable, '-c', code], capture_output=True)
+    assert process.returncode == -9
+    assert (out / 'a.tif.labels.tif').is_file() and not (out / 'a.tif.json').exists()
+    (out / '.a.tif.labels.tif.x1y2z3.tmp').write_bytes(b'half')  # what a kill leaves too
     assert predict(tmp_path / 'a.tif', '--out', out) == 0
     assert names(out) == ['a.tif.json', 'a.tif.labels.qml', 'a.tif.labels.tif',
                           'a.tif.overlay.png']

@@ -387,7 +387,7 @@ class OpenVocabSegmenter:
                     if part.rank != 0:
                         return dict(part=part.rank)
                 return self._predict_file(path, outputs, progress, overlay_side,
-                                          part if split else None)
+                                          part if split else None, written.record)
         except BaseException:
             for output in changed_since(before, outputs):  # only what this call wrote
                 output.unlink(missing_ok=True)
@@ -477,7 +477,10 @@ class OpenVocabSegmenter:
                     leftover.unlink(missing_ok=True)
 
     def _predict_file(self, path: Path, outputs: Dict[str, Path], progress: bool,
-                      overlay_side: int, part: Optional['ScenePart'] = None):
+                      overlay_side: int, part: Optional['ScenePart'] = None,
+                      record: Callable = lambda paths: None):
+        """The outputs of one input; ``record`` is told of each file as soon as it is
+        published, so a run killed half-way still knows which files are its own."""
         from tqdm import tqdm
         scene = RasterScene(path, self.bands)
         scores = None  # the confidence raster the polygons' figures are read from
@@ -504,13 +507,16 @@ class OpenVocabSegmenter:
                 write_windows(writers, self._assembled_parts(scene, outputs, part.world)
                               if part is not None else
                               self.scene_labels(scene, bar.update, area))
+            record(written.values())
             self._overlay(scene, written['labels'], outputs['overlay'], overlay_side)
             written['labels_style'] = outputs['labels_style']
             with atomic_path(outputs['labels_style']) as tmp:
                 tmp.write_text(raster_style(self.class_names, self.palette))
+            record(written.values())
             features = None
             if self.outputs.vector:
                 features = self._polygons(written, outputs, scores, progress)
+                record(written.values())
             summary = self._summary(path, scene, written, writers[0], count, features)
         finally:
             scene.close()
@@ -518,6 +524,7 @@ class OpenVocabSegmenter:
                 scores.unlink(missing_ok=True)
         with atomic_path(outputs['json']) as tmp:
             tmp.write_text(json.dumps(summary, indent=2, allow_nan=False))
+        record([outputs['json']])
         return dict(summary, seconds=round(time.perf_counter() - start, 3))
 
     def _polygons(self, written: Dict[str, Path], outputs: Dict[str, Path], scores: Path,
