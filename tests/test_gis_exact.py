@@ -277,3 +277,53 @@ def test_summaries_of_geographic_scenes_give_geodesic_class_areas(tmp_path):
         expected = sum(row_area[r] * (labels[r] == value).sum() for r in range(48))
         assert entry['area_m2'] == pytest.approx(expected, abs=1e-3)
     assert 'geodesic' in summary['area_note']
+
+
+QGIS_CHECK = '''
+import json, os, sys
+os.environ['QT_QPA_PLATFORM'] = 'offscreen'
+from qgis.core import QgsApplication, QgsRasterLayer, QgsVectorLayer
+app = QgsApplication([], False)
+app.initQgis()
+raster = QgsRasterLayer(sys.argv[1], 'labels')
+vector = QgsVectorLayer(sys.argv[2], 'polygons', 'ogr')
+print(json.dumps(dict(
+    raster=[raster.renderer().type(), [(c.value, c.label, c.color.name())
+                                       for c in raster.renderer().classes()]],
+    vector=[vector.renderer().type(), vector.renderer().classAttribute(),
+            [(c.value(), c.symbol().color().name()) for c in vector.renderer().categories()]])),
+      flush=True)
+os._exit(0)  # QGIS may crash while tearing down; the answer is out
+'''
+
+
+def qgis_python():
+    import shutil
+    import subprocess
+    python = shutil.which('python3', path='/usr/bin')
+    if python is None or subprocess.run([python, '-c', 'import qgis.core'],
+                                        capture_output=True).returncode:
+        pytest.skip('QGIS (Debian\'s python3-qgis) is not installed here')
+    return python
+
+
+def test_the_worked_example_opens_styled_in_qgis(tmp_path):
+    """In a real QGIS (when installed): the label raster is paletted with the class names,
+    the GeoPackage's polygons categorised on class_name, both in the overlay's colours."""
+    import subprocess
+    python = qgis_python()
+    write_geotiff(tmp_path / 's.tif', smooth_scene(96, 96))
+    out = tmp_path / 'out'
+    assert predict(tmp_path / 's.tif', '--out', out, '--vector', 'gpkg') == 0
+    (out / 's.tif.polygons.qml').unlink()  # the GeoPackage's own layer_styles must do
+    done = subprocess.run([python, '-c', QGIS_CHECK, str(out / 's.tif.labels.tif'),
+                           str(out / 's.tif.polygons.gpkg')], capture_output=True, text=True,
+                          env={'PATH': '/usr/bin:/bin', 'HOME': str(tmp_path)}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    shown = json.loads(done.stdout.strip().splitlines()[-1])
+    colours = ['#%02x%02x%02x' % tuple(c) for c in class_palette(3)]
+    names = ['road', 'water', 'tree']
+    assert shown['raster'] == ['paletted', [[i, n, c] for i, (n, c) in
+                                            enumerate(zip(names, colours))]]
+    assert shown['vector'][:2] == ['categorizedSymbol', 'class_name']
+    assert shown['vector'][2] == [[n, c] for n, c in zip(names, colours)]

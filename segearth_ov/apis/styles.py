@@ -74,7 +74,7 @@ def store_gpkg_style(path, layer: str, qml: str, name: str = 'segearth-ov') -> N
                    'description, owner, ui, update_time) VALUES '
                    "('', '', ?, ?, ?, ?, '', 1, 'written by segearth-ov', '', '', ?)",
                    (layer, column[0] if column else 'geom', name, qml,
-                    time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())))
+                    time.strftime('%Y-%m-%dT%H:%M:%S.000Z', time.gmtime())))
         # GeoPackage readers list the tables they may meet; QGIS writes this row too
         db.execute("INSERT OR IGNORE INTO gpkg_contents (table_name, data_type, identifier) "
                    "VALUES ('layer_styles', 'attributes', 'layer_styles')")
