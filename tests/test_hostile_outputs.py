@@ -96,7 +96,7 @@ def vrt(path, source, raw=False, relative=True):
     path.write_text(f'<VRTDataset rasterXSize="16" rasterYSize="16">{band}</VRTDataset>')
 
 
-def test_vrts_that_read_other_files_are_refused(tmp_path, capsys):
+def test_vrts_that_read_other_files_are_refused(tmp_path, capsys, monkeypatch):
     secret = tmp_path / 'secret.txt'
     secret.write_bytes(bytes(range(256)))
     inputs = tmp_path / 'in'
@@ -105,10 +105,16 @@ def test_vrts_that_read_other_files_are_refused(tmp_path, capsys):
     vrt(inputs / 'outside.vrt', '../elsewhere.tif')
     scene(tmp_path, 'elsewhere.tif', 16, 16)
     vrt(inputs / 'url.vrt', '/vsicurl/http://127.0.0.1/x.tif', relative=False)
+    vrt(inputs / 'prefix.vrt', f'GTIFF_DIR:1:{tmp_path / "elsewhere.tif"}')
+    vrt(inputs / 'cwd.vrt', 'elsewhere.tif', relative=False)  # GDAL: the working directory
     out = tmp_path / 'out'
+    monkeypatch.chdir(tmp_path)
     assert predict(inputs, '--out', out) == 1
     err = capsys.readouterr().err
-    assert 'raw-band VRT' in err and 'outside its folder' in err and 'not a file beside it' in err
+    assert 'raw-band VRT' in err and 'not a file beside it' in err
+    for name in ('raw', 'outside', 'url', 'prefix', 'cwd'):
+        assert f'{name}.vrt' in err
+    assert err.count('outside its folder') == 2
     assert 'Traceback' not in err
     assert not list(out.glob('*.vrt.*'))
 

@@ -45,12 +45,14 @@ def check_vrt(path: Path, root: Optional[Path] = None, depth: int = 0) -> None:
         raise ValueError(f'input {path} holds pixel-function code; such VRTs are refused')
     for element in [*tree.iter('SourceFilename'), *tree.iter('SourceDataset')]:
         name = (element.text or '').strip()
-        if name.startswith('/vsi') or '://' in name or name[1:2] == ':' or not name:
+        # GDAL reads /vsi paths, URLs and driver prefixes (GTIFF_DIR:1:file) anywhere
+        if not name or name.startswith('/vsi') or ':' in name:
             raise ValueError(f'input {path} reads {name!r}, which is not a file beside it; '
                              f'a VRT may only read files inside its own folder')
-        source = Path(name) if element.get('relativeToVRT') != '1' and Path(name).is_absolute() \
-            else path.parent / name
-        source = source.resolve()
+        # GDAL takes a source relative to the VRT only when it says so, else to the
+        # working directory
+        source = (path.parent / name if element.get('relativeToVRT') == '1'
+                  else Path(name)).resolve()
         if not source.is_relative_to(root):
             raise ValueError(f'input {path} reads {name}, outside its folder {root}; a VRT '
                              f'may only read files inside its own folder')
