@@ -182,3 +182,13 @@ def test_missing_clip_weights_say_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match='download-weights.*checkpoints/ViT-B-16.pt'):
         resolve_clip('ViT-B-16', 'auto')
     assert resolve_clip('ViT-B-16', 'none') == (dict(arch='ViT-B-16', pretrained=None), None)
+
+
+def test_none_means_no_weights_for_every_option():
+    from segearth_ov.weights import no_weights, resolve_clip, resolve_upsampler
+    for word in (None, 'none', 'None', ' NONE '):
+        assert no_weights(word)
+        assert resolve_clip('ViT-B-16', word) == (dict(arch='ViT-B-16', pretrained=None), None)
+        assert resolve_upsampler(word, None, 16) is None
+    for word in ('openai', 'none.pt', 'auto'):
+        assert not no_weights(word)

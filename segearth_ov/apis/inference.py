@@ -18,8 +18,8 @@ from ..geometry import Window, check_tiling, row_bands, tile_grid
 from ..models.postprocess import threshold_to_background
 from ..models.text import ClassQueries
 from ..visualize import class_palette, overlay_with_legend
-from ..weights import (SAM3_CHECKPOINT, clip_patch_size, describe_weights, resolve_clip,
-                       resolve_upsampler)
+from ..weights import (SAM3_CHECKPOINT, clip_patch_size, describe_weights, no_weights,
+                       resolve_clip, resolve_upsampler)
 from .aoi import AreaOfInterest
 from .blending import blended_probabilities, top_class_cores
 from .label_maps import (CONFIDENCE_NODATA, BandWriter, LabelWriter, confidence_to_uint8,
@@ -195,7 +195,7 @@ class OpenVocabSegmenter:
         if checkpoint == 'auto':
             checkpoint = options.pop('checkpoint', str(SAM3_CHECKPOINT))
         options.pop('checkpoint', None)
-        checkpoint = None if checkpoint in (None, 'none') else str(checkpoint)
+        checkpoint = None if no_weights(checkpoint) else str(checkpoint)
         self.weights_source = describe_weights(checkpoint) if checkpoint else None
         return SegEarthOV3(checkpoint=checkpoint, classes=self.class_queries, **options), 'SAM 3'
 

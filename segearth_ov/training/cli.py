@@ -9,6 +9,7 @@ from typing import List, Optional
 import torch
 import torch.distributed as dist
 
+from ..weights import no_weights
 from .trainer import TrainConfig, Trainer
 
 
@@ -49,7 +50,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
         dist.init_process_group('nccl' if cuda else 'gloo')
         rank, world = dist.get_rank(), dist.get_world_size()
-    pretrained = None if str(args.pretrained).lower() == 'none' else args.pretrained
+    pretrained = None if no_weights(args.pretrained) else args.pretrained
     cfg = TrainConfig(images=args.images, clip=args.clip, pretrained=pretrained,
                       upsampler=args.upsampler, steps=args.steps, batch_size=args.batch_size,
                       crop=args.crop, lr=args.lr, save_every=args.save_every,
