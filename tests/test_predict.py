@@ -11,11 +11,15 @@ import pytest
 import rasterio
 
 from conftest import shared_path
-from segearth_ov.apis import parse_classes
+from segearth_ov.apis import ClassQueries
 from segearth_ov.apis.cli import main
 from segearth_ov.geometry import tile_grid
 from scenes_util import smooth_scene, write_geotiff
 
+
+
+def parse_classes(classes):
+    return list(ClassQueries.parse(classes).lines)
 
 
 def test_parse_classes():

@@ -210,3 +210,14 @@ def test_resume_never_runs_code_from_a_crafted_state(tmp_path):
     with pytest.raises(ValueError, match='cannot read training state .*train_state.pth'):
         trainer.resume(state)
     assert not marker.exists()
+
+
+def test_training_cli_errors_are_one_paragraph_unless_debug(tmp_path, capsys):
+    from segearth_ov.training.cli import main
+    args = ['--images', str(tmp_path / 'nowhere'), '--pretrained', 'none', '--clip',
+            'ViT-S-16', '--device', 'cpu', '--quiet', '--work-dir', str(tmp_path / 'w')]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert 'nowhere' in err and 'Traceback' not in err and len(err.splitlines()) == 1
+    assert main(args + ['--debug']) == 2
+    assert 'Traceback' in capsys.readouterr().err

@@ -1,9 +1,9 @@
 """Using SegEarth-OV (or SegEarth-OV3) on your own imagery: arrays, files, large GeoTIFF
 scenes, overlays, polygons."""
-from ..models.text import ClassQueries, parse_classes, read_class_names
+from ..models.text import ClassQueries, read_class_names
 from ..visualize import class_palette, colorize, overlay_with_legend
 from .inference import OpenVocabSegmenter
 from .outputs import OutputOptions
 
-__all__ = ['OpenVocabSegmenter', 'OutputOptions', 'ClassQueries', 'parse_classes',
-           'read_class_names', 'class_palette', 'colorize', 'overlay_with_legend']
+__all__ = ['OpenVocabSegmenter', 'OutputOptions', 'ClassQueries', 'read_class_names',
+           'class_palette', 'colorize', 'overlay_with_legend']

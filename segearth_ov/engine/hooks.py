@@ -12,6 +12,7 @@ from mmseg.registry import HOOKS
 from PIL import Image
 from tqdm import tqdm
 
+from ..fileio import atomic_path
 from ..visualize import class_palette, colorize, overlay_with_legend
 
 
@@ -37,15 +38,17 @@ class SavePredictionsHook(Hook):
         for sample in outputs or ():
             labels = sample.pred_sem_seg.data[0].cpu().numpy().astype(np.int64)
             stem = osp.splitext(osp.basename(sample.img_path))[0]
-            Image.fromarray(colorize(labels, self.palette)).save(self.out_dir / f'{stem}.png')
+            with atomic_path(self.out_dir / f'{stem}.png') as tmp:
+                Image.fromarray(colorize(labels, self.palette)).save(tmp, format='PNG')
             try:
                 with Image.open(sample.img_path) as image:
                     rgb = np.asarray(image.convert('RGB'))
             except OSError:  # e.g. a multi-band GeoTIFF: the colour map is still saved
                 continue
             if rgb.shape[:2] == labels.shape:
-                overlay_with_legend(rgb, labels, self.classes, self.palette).save(
-                    self.out_dir / f'{stem}_overlay.png')
+                with atomic_path(self.out_dir / f'{stem}_overlay.png') as tmp:
+                    overlay_with_legend(rgb, labels, self.classes, self.palette).save(
+                        tmp, format='PNG')
 
 
 @HOOKS.register_module()

@@ -21,7 +21,7 @@ from torch import Tensor
 from ..fileio import atomic_path
 
 Template = Union[str, Callable[[str], str]]
-logger = logging.getLogger('segearth_ov')
+logger = logging.getLogger(__name__)
 TEXT_CACHE_ENV = 'SEGEARTH_OV_TEXT_CACHE'  # a folder, or 0 to turn the cache off
 
 
@@ -74,12 +74,6 @@ class ClassQueries:
             class_names.append(synonyms[0])
             kept.append(','.join(synonyms))
         return cls(tuple(class_names), tuple(queries), tuple(owners), tuple(kept))
-
-
-def parse_classes(classes: Union[str, Sequence[str]]) -> List[str]:
-    """Class lines of a class list (:meth:`ClassQueries.parse`), e.g. ``"building, roof;road"``
-    -> ``['building,roof', 'road']``."""
-    return list(ClassQueries.parse(classes).lines)
 
 
 def read_name_lines(path) -> List[str]:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ..ops import adaptive_conv, local_correlation
 from ..weights import describe_key_mismatch, read_upsampler_state
 
-logger = logging.getLogger('segearth_ov')
+logger = logging.getLogger(__name__)
 
 
 def spatial_kernel(diameter: int, sigma: Tensor) -> Tensor:

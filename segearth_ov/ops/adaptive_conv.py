@@ -23,7 +23,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-logger = logging.getLogger('segearth_ov')
+logger = logging.getLogger(__name__)
 
 BACKENDS = ('cuda', 'cpu', 'torch')
 ENV_VAR = 'SEGEARTH_OV_JBU_BACKEND'

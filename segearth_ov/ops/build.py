@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional
 
-logger = logging.getLogger('segearth_ov')
+logger = logging.getLogger(__name__)
 
 CSRC = Path(__file__).resolve().parents[2] / 'csrc'
 SOURCES = {

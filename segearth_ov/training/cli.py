@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import List, Optional
 
 import torch
 import torch.distributed as dist
 
+from ..errors import DEBUG_ENV, USER_ERRORS, report
 from ..weights import no_weights
 from .trainer import TrainConfig, Trainer
 
@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--device', choices=['cpu', 'cuda'])
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
+    parser.add_argument('--debug', action='store_true',
+                        help=f'show tracebacks of errors (or set {DEBUG_ENV}=1)')
     return parser
 
 
@@ -60,8 +62,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         trainer = Trainer(cfg, rank, world)
         if args.resume:
             trainer.resume(args.resume)
-    except (FileNotFoundError, ValueError) as error:
-        print(f'error: {error}', file=sys.stderr)
+    except USER_ERRORS as error:
+        report(error, args.debug)
         return 2
     path = trainer.train(progress=not args.quiet)
     if rank == 0:

@@ -7,7 +7,7 @@ import contextlib
 import math
 import os
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -48,7 +48,6 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 2
     device: Optional[str] = None
-    extra: dict = field(default_factory=dict)
 
 
 class SimFeatUp(nn.Module):

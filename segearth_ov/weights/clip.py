@@ -19,7 +19,7 @@ from .files import (CHECKPOINTS, describe_key_mismatch, describe_weights,
                     is_torchscript_archive, looks_like_path, no_weights, read_checkpoint,
                     read_torchscript_state)
 
-logger = logging.getLogger('segearth_ov')
+logger = logging.getLogger(__name__)
 
 LOCAL_OPENAI = CHECKPOINTS / 'ViT-B-16.pt'
 NO_CLIP_HELP = (

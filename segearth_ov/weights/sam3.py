@@ -12,7 +12,7 @@ import torch
 
 from .files import CHECKPOINTS, describe_key_mismatch, read_checkpoint
 
-logger = logging.getLogger('segearth_ov')
+logger = logging.getLogger(__name__)
 
 SAM3_CHECKPOINT = CHECKPOINTS / 'sam3.pt'
 SAM3_HELP = (

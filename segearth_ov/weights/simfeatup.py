@@ -13,7 +13,7 @@ import torch
 from ..fileio import atomic_path
 from .files import CHECKPOINTS, git_blob_sha1, no_weights, read_checkpoint
 
-logger = logging.getLogger('segearth_ov')
+logger = logging.getLogger(__name__)
 
 SIMFEATUP = CHECKPOINTS / 'xclip_jbu_one_million_aid.ckpt'
 SIMFEATUP_URL = ('https://github.com/likyoo/SegEarth-OV/raw/main/simfeatup_dev/weights/'
