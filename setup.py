@@ -81,6 +81,7 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.10',
     packages=find_packages(include=['segearth_ov', 'segearth_ov.*']),
+    package_data={'segearth_ov': ['splits/*.txt']},
     install_requires=read_requirements(),
     extras_require={'tests': read_requirements('requirements-test.txt'),
                     'sam3': read_requirements('requirements-sam3.txt')},

@@ -279,7 +279,7 @@ def test_inria_tiles_by_name_or_number(tmp_path, capsys):
 
 def test_wbs_si_converts_exactly_the_published_list(tmp_path):
     from conftest import REPO
-    published = (REPO / 'configs' / 'splits' / 'wbs-si_val.txt').read_text().split()
+    published = (REPO / 'segearth_ov' / 'splits' / 'wbs-si_val.txt').read_text().split()
     assert len(published) == 499
     raw, out = tmp_path / 'download' / 'WaterBodiesDatasetPreprocessed', tmp_path / 'out'
     masks = {}

@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         'WBS-SI: the 499 published evaluation images, masks -> 0/1 PNG labels')
     sub.add_argument('--split-file', type=Path, default=WBS_SI_SPLIT,
                      help='names to convert (default: the published list shipped in '
-                          'configs/splits/)')
+                          'segearth_ov/splits/)')
     sub = add('loveda', 'LoveDA', lambda a, o, w: convert_loveda(a.src, o, w, split=a.split),
               'LoveDA: Rural + Urban of one split')
     sub.add_argument('--split', default='Val')

@@ -290,7 +290,8 @@ def convert_inria(src: Path, out: Path, writer: OutputWriter, patch: int = 1000,
 
 # The 499 WBS-SI images of the published evaluation, shipped with the project (the config
 # reads the same file).
-WBS_SI_SPLIT = Path(__file__).resolve().parents[2] / 'configs' / 'splits' / 'wbs-si_val.txt'
+# the published list, shipped inside the package (so a wheel has it too)
+WBS_SI_SPLIT = Path(__file__).resolve().parents[1] / 'splits' / 'wbs-si_val.txt'
 
 
 def convert_wbs_si(src: Path, out: Path, writer: OutputWriter,
