@@ -512,3 +512,15 @@ def test_zip_member_with_bad_crc_is_named(tmp_path, capsys):
     assert main(['binary-masks', str(raw), '-o', str(tmp_path / 'out'), '--masks', '.']) == 2
     err = capsys.readouterr().err
     assert 'masks.zip:label/a.png cannot be read' in err and 'Traceback' not in err
+
+
+def test_every_converter_option_reaches_its_converter():
+    """Each subcommand's own options are parameters of its converter (none ignored)."""
+    from segearth_ov.dataset_converters.cli import (COMMON_OPTIONS, build_parser,
+                                                    converter_options)
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == 'set').choices
+    for name, sub in commands.items():
+        run = sub.get_default('run')
+        options = {a.dest for a in sub._actions if a.dest != 'help'} - set(COMMON_OPTIONS)
+        assert options <= set(converter_options(run.convert)), name

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -14,10 +15,23 @@ from .sets import (INRIA_TEST_TILES, WBS_SI_SPLIT, convert_binary_masks, convert
 from .writer import OutputConflict, OutputWriter
 
 
-def _isprs(site):
+# options every subcommand has, which are not a converter's parameters
+COMMON_OPTIONS = ('src', 'out', 'force', 'debug', 'run', 'default_out', 'set')
+
+
+def converter_options(convert) -> List[str]:
+    """The parameters of ``convert(src, out, writer, ...)`` after the first three: the
+    subcommand's options of the same names are passed to it."""
+    return list(inspect.signature(convert).parameters)[3:]
+
+
+def _runner(convert, **fixed):
+    """Run ``convert`` with the subcommand's options named as its parameters, and ``fixed``."""
     def run(args, out, writer):
-        return convert_isprs(args.src, out, writer, site=site, splits=args.splits,
-                             crop=args.crop, stride=args.stride)
+        options = {name: getattr(args, name) for name in converter_options(convert)
+                   if hasattr(args, name)}
+        return convert(args.src, out, writer, **options, **fixed)
+    run.convert = convert
     return run
 
 
@@ -43,30 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     for site in ('potsdam', 'vaihingen'):
-        sub = add(site, site, _isprs(site), f'ISPRS {site.capitalize()}: tiles -> 512 crops')
+        sub = add(site, site, _runner(convert_isprs, site=site),
+                  f'ISPRS {site.capitalize()}: tiles -> 512 crops')
         sub.add_argument('--splits', nargs='+', default=['val'], choices=['train', 'val'])
         sub.add_argument('--crop', type=int, default=512)
         sub.add_argument('--stride', type=int, default=512,
                          help='crop stride (default 512 = the published crops, see '
                               'dataset_prepare.md)')
-    sub = add('isaid', 'iSAID', lambda a, o, w: convert_isaid(
-        a.src, o, w, split=a.split, patch=a.patch, overlap=a.overlap),
-        'iSAID: images and colour masks -> 896 patches, 384 overlap')
+    sub = add('isaid', 'iSAID', _runner(convert_isaid),
+              'iSAID: images and colour masks -> 896 patches, 384 overlap')
     sub.add_argument('--split', default='val')
     sub.add_argument('--patch', type=int, default=896)
     sub.add_argument('--overlap', type=int, default=384)
-    sub = add('uavid', 'UAVid', lambda a, o, w: convert_uavid(
-        a.src, o, w, labelled_dir=a.labelled_dir),
-        'UAVid test split with its ground truth (test_gt) -> 1280x1080 patches, Moving_Car '
-        'merged into car')
+    sub = add('uavid', 'UAVid', _runner(convert_uavid),
+              'UAVid test split with its ground truth (test_gt) -> 1280x1080 patches, '
+              'Moving_Car merged into car')
     sub.add_argument('--labelled-dir', default='test_gt',
                      help='folder under SRC with seqN/Images and seqN/Labels (default test_gt, '
                           'the published benchmark)')
-    sub = add('binary-masks', None, lambda a, o, w: convert_binary_masks(
-        a.src, o, w, masks=a.masks, mask_suffix=a.mask_suffix, label_dir=a.label_dir,
-        label_suffix=a.label_suffix, images=a.images, image_suffix=a.image_suffix,
-        image_dir=a.image_dir, out_image_suffix=a.out_image_suffix, threshold=a.threshold),
-        'building / road / water sets: 0/255 masks -> 0/1 labels')
+    sub = add('binary-masks', None, _runner(convert_binary_masks),
+              'building / road / water sets: 0/255 masks -> 0/1 labels')
     sub.add_argument('--masks', required=True, help='mask folder, relative to SRC')
     sub.add_argument('--mask-suffix', default='.png', help='e.g. _mask.png')
     sub.add_argument('--label-dir', default='label_cvt', help='output label folder in OUT')
@@ -77,25 +87,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument('--image-dir', default='image_cvt', help='output image folder in OUT')
     sub.add_argument('--out-image-suffix', help='default: --image-suffix')
     sub.add_argument('--threshold', type=int, default=128)
-    sub = add('xbd', 'xBD', lambda a, o, w: convert_xbd(a.src, o, w, split=a.split),
+    sub = add('xbd', 'xBD', _runner(convert_xbd),
               'xBD: pre-disaster images, targets >= 1 -> 1')
     sub.add_argument('--split', default='test')
-    sub = add('inria', 'Inria', lambda a, o, w: convert_inria(
-        a.src, o, w, patch=a.patch, tiles=a.tiles), 'Inria: tiles -> 1000x1000 patches, 0/1')
+    sub = add('inria', 'Inria', _runner(convert_inria),
+              'Inria: tiles -> 1000x1000 patches, 0/1')
     sub.add_argument('--patch', type=int, default=1000)
     sub.add_argument('--tiles', nargs='+', default=list(INRIA_TEST_TILES),
                      help='tile names (vienna3 ...) or numbers (n = tile n of every labelled '
                           'city); default: the 27 tiles of the published evaluation')
-    sub = add('openearthmap', 'OpenEarthMap', lambda a, o, w: convert_openearthmap(
-        a.src, o, w, split_file=a.split_file), 'OpenEarthMap: the val list')
+    sub = add('openearthmap', 'OpenEarthMap', _runner(convert_openearthmap),
+              'OpenEarthMap: the val list')
     sub.add_argument('--split-file', type=Path, help='default: SRC/val.txt')
-    sub = add('wbs-si', 'WBS-SI', lambda a, o, w: convert_wbs_si(
-        a.src, o, w, split_file=a.split_file),
-        'WBS-SI: the 499 published evaluation images, masks -> 0/1 PNG labels')
+    sub = add('wbs-si', 'WBS-SI', _runner(convert_wbs_si),
+              'WBS-SI: the 499 published evaluation images, masks -> 0/1 PNG labels')
     sub.add_argument('--split-file', type=Path, default=WBS_SI_SPLIT,
                      help='names to convert (default: the published list shipped in '
                           'segearth_ov/splits/)')
-    sub = add('loveda', 'LoveDA', lambda a, o, w: convert_loveda(a.src, o, w, split=a.split),
+    sub = add('loveda', 'LoveDA', _runner(convert_loveda),
               'LoveDA: Rural + Urban of one split')
     sub.add_argument('--split', default='Val')
     return parser
