@@ -11,7 +11,7 @@ PACKAGE = REPO / 'segearth_ov'
 # lower number = lower layer; a module may import from strictly lower layers and from its
 # own subpackage
 LAYERS = {
-    'compat': 0, 'fileio': 0, 'errors': 0, 'geometry': 0,
+    'compat': 0, 'fileio': 0, 'errors': 0, 'geometry': 0, 'distributed': 0,
     'ops': 1, 'weights': 1, 'visualize': 1,
     'models': 2, 'datasets': 2,
     'engine': 3, 'dataset_converters': 3, 'training': 3,

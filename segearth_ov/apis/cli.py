@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
 import math
 import os
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from ..distributed import all_agree, launched_rank, launched_world, process_group
 from ..errors import DEBUG_ENV, USER_ERRORS, report
 from ..fileio import IMAGE_SUFFIXES, checked_folder, writable_folder
 from ..geometry import check_tiling
@@ -191,29 +193,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _process_group():
-    """``(rank, world size, local rank)`` under torchrun (a gloo group: a final barrier, and
-    with --split-scenes one agreement per scene), else ``(0, 1, 0)``."""
-    world = int(os.environ.get('WORLD_SIZE', '1'))
-    if world == 1:
-        return 0, 1, 0
-    import datetime
-
-    import torch.distributed as dist
-    if not dist.is_initialized():  # a region run may keep a process busy for days
-        dist.init_process_group('gloo', timeout=datetime.timedelta(days=7))
-    return dist.get_rank(), world, int(os.environ.get('LOCAL_RANK', '0'))
-
-
-def _all_agree(ok: bool) -> bool:
-    """Whether every process of the group passed ``ok`` (a gloo all-reduce)."""
-    import torch
-    import torch.distributed as dist
-    flag = torch.tensor([1 if ok else 0])
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
-
-
 def _device(requested: Optional[str], local_rank: int, world: int) -> Optional[str]:
     import torch
     if world > 1 and requested != 'cpu' and torch.cuda.is_available():
@@ -233,7 +212,7 @@ def _take_folder(out: Path, wait: bool, rank: int, world: int):
                 file=sys.stderr, flush=True))
         except OSError as err:
             error = err
-    if world > 1 and not _all_agree(error is None):
+    if world > 1 and not all_agree(error is None):
         raise error or OSError(f'output folder {out} is in use by another run (see process 0)')
     if error is not None:
         raise error
@@ -260,7 +239,8 @@ def _build(args):
     options = {} if args.prob_thd is None else dict(prob_thd=args.prob_thd)
     if args.no_cache and args.method != 'segearth-ov3':
         options['text_cache'] = False
-    rank, world, local_rank = _process_group()
+    # a region run may keep a process busy for days
+    rank, world, local_rank = process_group('gloo', datetime.timedelta(days=7))
     lock = _take_folder(out, args.wait, rank, world)
     segmenter = OpenVocabSegmenter(
         classes, config=args.config, clip=args.clip, pretrained=args.pretrained,
@@ -282,7 +262,7 @@ def _run(args, out: Path, inputs, rank: int, world: int, segmenter, manifest
         logging.getLogger(__name__).warning('--split-scenes: one process only (start it with '
                                             'torchrun or dist_predict.sh to split scenes)')
     if args.split_scenes and world > 1:
-        mine, part = inputs, ScenePart(rank, world, _all_agree)
+        mine, part = inputs, ScenePart(rank, world, all_agree)
     else:
         mine = inputs[rank::world]  # the same split in every process; one owner per input
     failed, skipped = 0, 0
@@ -332,7 +312,7 @@ def _predict(args) -> int:
         out, inputs, (rank, world), lock, segmenter = _build(args)
         manifest = ManifestPart(out, rank)
     except USER_ERRORS as error:
-        if rank_of_environment() == 0:
+        if launched_rank() == 0:
             report(error, args.debug)
         return 2
     try:
@@ -363,11 +343,6 @@ def _predict(args) -> int:
         print(f'{failed} of {count} inputs failed; the outputs of the others are in '
               f'{out}', file=sys.stderr)
     return 1 if failed else 0
-
-
-def rank_of_environment() -> int:
-    """This process's rank under torchrun (0 otherwise), known before any group exists."""
-    return int(os.environ.get('RANK', '0'))
 
 
 def _download(args) -> int:
@@ -401,8 +376,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     import segearth_ov  # noqa: F401  (registers the model; applies the mmcv-lite shim)
     status = _predict(args) if args.command == 'predict' else _download(args)
     exit_file = os.environ.get(EXIT_FILE_ENV)
-    if exit_file and int(os.environ.get('WORLD_SIZE', '1')) > 1:
-        Path(f'{exit_file}.{rank_of_environment()}').write_text(str(status))
+    if exit_file and launched_world() > 1:
+        Path(f'{exit_file}.{launched_rank()}').write_text(str(status))
         return 0
     return status
 

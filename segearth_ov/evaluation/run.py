@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 import torch
-import torch.distributed as dist
 from mmengine.config import Config
 from mmengine.dist import get_dist_info
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from mmseg.registry import MODELS
 
+from ..distributed import process_group
 from ..engine.metrics import PER_CLASS_PREFIX
 from .catalog import PAPER_METHOD, PAPER_MIOU, benchmark_task, config_name, model_settings
 from .results import STATUS_OK
@@ -91,8 +91,8 @@ def check_options(cfg: Config, options: dict) -> None:
 def init_distributed(launcher: str) -> None:
     """Start the process group for ``--launcher pytorch`` on CPU (gloo) before mmengine does:
     mmengine's own start pins a CUDA device. On GPUs mmengine starts it (nccl)."""
-    if launcher == 'pytorch' and not torch.cuda.is_available() and not dist.is_initialized():
-        dist.init_process_group('gloo')
+    if launcher == 'pytorch' and not torch.cuda.is_available():
+        process_group('gloo')
 
 
 def check_data(cfg: Config) -> None:

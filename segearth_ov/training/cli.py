@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import List, Optional
 
 import torch
 import torch.distributed as dist
 
+from ..distributed import process_group
 from ..errors import DEBUG_ENV, USER_ERRORS, report
 from ..weights import no_weights
 from .trainer import TrainConfig, Trainer
@@ -48,10 +48,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rank, world = 0, 1
     if args.launcher == 'pytorch':
         cuda = torch.cuda.is_available() and args.device != 'cpu'
-        if cuda:
-            torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
-        dist.init_process_group('nccl' if cuda else 'gloo')
-        rank, world = dist.get_rank(), dist.get_world_size()
+        rank, world, _ = process_group('nccl' if cuda else 'gloo')
     pretrained = None if no_weights(args.pretrained) else args.pretrained
     cfg = TrainConfig(images=args.images, clip=args.clip, pretrained=pretrained,
                       upsampler=args.upsampler, steps=args.steps, batch_size=args.batch_size,
