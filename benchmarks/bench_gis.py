@@ -14,6 +14,11 @@ memory (VmHWM) is its own; every ratio is against a baseline timed in the same r
     python benchmarks/bench_gis.py processes  [--inputs 4] [--side 1024]
         segearth-ov predict over --inputs scenes: one process with 2 threads (baseline) vs
         torchrun with 2 processes of 1 thread each (this machine has 2 cores).
+    python benchmarks/bench_gis.py aoi [--polygons 50000]
+        reading an area of interest of that many overlapping 24-vertex polygons (a
+        GeoPackage) and preparing it for one scene. ours: AreaOfInterest (pyogrio in bulk,
+        spatial index, only the polygons near the scene unioned); baseline: the earlier
+        reader (fiona feature by feature, shapely shapes, one union of the whole file).
 """
 import argparse
 import json
@@ -211,14 +216,88 @@ def bench_processes(args) -> None:
     print(f'speed-up of 2 processes: {one / two:.2f}x')
 
 
+# ---------------------------------------------------------------------------------- aoi
+def write_polygons(path: str, count: int) -> None:
+    import numpy as np
+    import pyogrio
+    import shapely
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(6, 12, count), rng.uniform(45, 55, count)
+    angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+    rings = [shapely.Polygon(np.stack([x[i] + 0.002 * np.cos(angles),
+                                       y[i] + 0.002 * np.sin(angles)], 1))
+             for i in range(count)]
+    pyogrio.raw.write(path, shapely.to_wkb(np.array(rings)), field_data=[], fields=[],
+                      geometry_type='Polygon', crs='EPSG:4326', driver='GPKG')
+
+
+class _Scene:  # 30 km x 30 km at 9 E, 51 N
+    georeferenced = True
+
+    def __init__(self):
+        import rasterio
+        from affine import Affine
+        self.crs = rasterio.crs.CRS.from_epsg(32632)
+        self.transform = Affine(3, 0, 500000, 0, -3, 5650000)
+
+    def bounds(self):
+        return 500000, 5620000, 530000, 5650000
+
+
+def aoi_ours(path: str) -> dict:
+    from segearth_ov.apis.aoi import AreaOfInterest
+    before = reset_peak()
+    start = time.perf_counter()
+    area = AreaOfInterest(path).for_scene(_Scene())
+    seconds = time.perf_counter() - start
+    import shapely
+    inside = area.geometry.intersection(shapely.box(*_Scene().bounds()))
+    return dict(seconds=seconds, area=inside.area, peak_mib=peak_mib() - before)
+
+
+def aoi_baseline(path: str) -> dict:
+    import fiona
+    from rasterio.warp import transform_geom
+    from shapely.geometry import mapping, shape
+    from shapely.ops import unary_union
+    before = reset_peak()
+    start = time.perf_counter()
+    with fiona.open(path) as source:
+        union = unary_union([shape(f.geometry) for f in source])
+    scene = _Scene()
+    geometry = shape(transform_geom('EPSG:4326', scene.crs, mapping(union)))
+    clipped = geometry.intersection(shape(dict(type='Polygon', coordinates=[[
+        (500000, 5620000), (530000, 5620000), (530000, 5650000), (500000, 5650000)]])))
+    return dict(seconds=time.perf_counter() - start, area=clipped.area,
+                peak_mib=peak_mib() - before)
+
+
+def bench_aoi(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, 'aoi.gpkg')
+        write_polygons(path, args.polygons)
+        size = os.path.getsize(path) / 2 ** 20
+        ours = in_subprocess('aoi_ours', path=path)
+        base = in_subprocess('aoi_baseline', path=path)
+    print(f'area of interest: {args.polygons} polygons ({size:.0f} MB GeoPackage), '
+          f'prepared for a 30 km scene')
+    print('| | seconds | peak MiB above the imports |\n|---|---|---|')
+    for name, r in (('ours: pyogrio in bulk, index, local union', ours),
+                    ('baseline: fiona features, union of the file', base)):
+        print(f'| {name} | {r["seconds"]:.1f} | {r["peak_mib"]:.0f} |')
+    print(f'ratio baseline / ours: time {base["seconds"] / ours["seconds"]:.1f}x; scene area '
+          f'ours {ours["area"]:.0f} m^2, baseline {base["area"]:.0f} m^2')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('what', choices=['vectorize', 'vocabulary', 'processes', 'all'])
+    parser.add_argument('what', choices=['vectorize', 'vocabulary', 'processes', 'aoi', 'all'])
     parser.add_argument('--side', type=int)
     parser.add_argument('--classes', type=int, default=1763)
     parser.add_argument('--inputs', type=int, default=4)
+    parser.add_argument('--polygons', type=int, default=50000)
     args = parser.parse_args()
-    sides = dict(vectorize=4096, vocabulary=1024, processes=1024)
+    sides = dict(vectorize=4096, vocabulary=1024, processes=1024, aoi=0)
     for what in sides if args.what == 'all' else [args.what]:
         run_args = argparse.Namespace(**dict(vars(args), side=args.side or sides[what]))
         globals()[f'bench_{what}'](run_args)
