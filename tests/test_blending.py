@@ -10,7 +10,6 @@ from segearth_ov.apis.scenes import ArrayScene
 from segearth_ov.geometry import tile_grid, tile_spans
 
 
-
 @pytest.mark.parametrize('size,tile,overlap', [(4096, 1024, 128), (1000, 1024, 128),
                                                (1025, 1024, 128), (51, 16, 5), (300, 64, 0)])
 def test_tile_spans_are_few_even_and_overlapping(size, tile, overlap):

@@ -17,7 +17,6 @@ from segearth_ov.geometry import tile_grid
 from scenes_util import smooth_scene, write_geotiff
 
 
-
 def parse_classes(classes):
     return list(ClassQueries.parse(classes).lines)
 

@@ -38,7 +38,6 @@ CLIP_CONTEXT = 77  # tokens of CLIP's text encoder
 WindowFeatures = Tuple[Tensor, Tensor, Tensor, Tuple[int, int, int, int]]
 
 
-
 @MODELS.register_module()
 class SegEarthOV(BaseSegmentor):
     """Training-free open-vocabulary segmentation with a frozen, modified CLIP.

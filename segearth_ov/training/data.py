@@ -17,7 +17,6 @@ from ..fileio import IMAGE_SUFFIXES
 from ..models.data_preprocessor import CLIP_MEAN, CLIP_STD
 
 
-
 def list_images(root) -> Tuple[List[Path], int]:
     """``(image files, number of other files)`` under ``root``, sorted."""
     root = Path(root)
