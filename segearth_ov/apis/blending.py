@@ -16,6 +16,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..geometry import Window, check_tiling, tile_cores, tile_grid
+from .scenes import Scene
 
 # [B, h, w, 3] uint8 RGB tiles -> [B, C, h, w] float32 class probabilities
 ProbabilityFn = Callable[[np.ndarray], np.ndarray]
@@ -99,7 +100,7 @@ class TileBlender:
         return released
 
 
-def _tile_outputs(scene, tiles: Sequence[Window], fn, scale: float, batch_size: int,
+def _tile_outputs(scene: Scene, tiles: Sequence[Window], fn, scale: float, batch_size: int,
                   progress=None, keep: Optional[KeepFn] = None):
     """``(window, fn's output for the tile)`` for every tile, ``None`` for the tiles ``keep``
     rejects (given first). Tiles are read resampled by ``scale``, ``batch_size`` at a time;
@@ -127,7 +128,7 @@ def _tile_outputs(scene, tiles: Sequence[Window], fn, scale: float, batch_size: 
             progress(len(group))
 
 
-def blended_probabilities(scene, prob_fn: ProbabilityFn, tile: int, overlap: int,
+def blended_probabilities(scene: Scene, prob_fn: ProbabilityFn, tile: int, overlap: int,
                           scale: float = 1.0, batch_size: int = 1, progress=None,
                           keep: Optional[KeepFn] = None
                           ) -> Iterator[Tuple[Window, Optional[np.ndarray]]]:
@@ -150,7 +151,7 @@ def blended_probabilities(scene, prob_fn: ProbabilityFn, tile: int, overlap: int
         yield from blender.add(window, p)
 
 
-def top_class_cores(scene, top_fn: TopClassFn, tile: int, overlap: int, scale: float = 1.0,
+def top_class_cores(scene: Scene, top_fn: TopClassFn, tile: int, overlap: int, scale: float = 1.0,
                     batch_size: int = 1, progress=None, keep: Optional[KeepFn] = None
                     ) -> Iterator[Tuple[Window, Optional[Tuple[np.ndarray, np.ndarray]]]]:
     """Yield ``(core window, (labels [h, w], top probability [h, w]))`` covering the scene

@@ -27,7 +27,7 @@ from .label_maps import (CONFIDENCE_NODATA, BandWriter, LabelWriter, confidence_
                          write_windows)
 from .outputs import OutputOptions, output_paths
 from .run_folder import FolderLock, WrittenFiles, changed_since, run_folder
-from .scenes import ArrayScene, RasterScene, raster_session
+from .scenes import ArrayScene, RasterScene, Scene, raster_session
 from .stac_index import acquisition_time
 from .styles import raster_style, vector_style
 from .vectorize import vectorize_labels
@@ -234,7 +234,7 @@ class OpenVocabSegmenter:
                                          self.model.bg_idx)
         return labels.numpy().astype(label_dtype(self.num_classes))
 
-    def scene_labels(self, scene, progress=None, area=None,
+    def scene_labels(self, scene: Scene, progress=None, area=None,
                      rows: Optional[Tuple[int, int]] = None
                      ) -> Iterator[Tuple[Window, np.ndarray, np.ndarray]]:
         """``(window, labels [h, w], confidence [h, w] uint8)`` covering ``scene`` once (or

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -88,6 +88,24 @@ def row_pixel_areas_m2(crs, transform, rows: Tuple[int, int]) -> Optional[np.nda
     return np.array([abs(geod.polygon_area_perimeter([west, east, east, west],
                                                      [y + transform.e, y + transform.e, y, y])[0])
                      for y in top])
+
+
+class Scene(Protocol):
+    """What tiling, blending and writing need of a scene (:class:`RasterScene`,
+    :class:`ArrayScene`): its size, RGB windows and their no-data mask."""
+
+    height: int
+    width: int
+    georeferenced: bool
+
+    def read(self, window: Window, out_shape: Optional[Tuple[int, int]] = None) -> np.ndarray:
+        """``[h, w, 3]`` uint8 RGB of ``window`` (resampled to ``out_shape``)."""
+
+    def valid(self, window: Window) -> np.ndarray:
+        """``[h, w]`` bool: pixels with data."""
+
+    def close(self) -> None:
+        """Release the scene's file, if any."""
 
 
 class RasterScene:
