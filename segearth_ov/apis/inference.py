@@ -559,14 +559,13 @@ class OpenVocabSegmenter:
     def _summary(self, path, scene, written, label_writer, tiles, features) -> dict:
         counts, areas = label_writer.counts, label_writer.areas
         total = int(counts.sum())
-        area = scene.pixel_area_m2()
-        known = areas is not None and (area is not None or bool(
-            scene.georeferenced and scene.crs.is_geographic))
+        area = label_writer.pixel_area
+        class_areas = [None] * len(counts) if areas is None else \
+            [round(float(a), 3) for a in areas]
         classes = [dict(name=name, synonyms=line, pixels=int(n),
-                        fraction=round(int(n) / total, 6) if total else 0.0,
-                        area_m2=round(float(a), 3) if known else None)
+                        fraction=round(int(n) / total, 6) if total else 0.0, area_m2=a)
                    for name, line, n, a in zip(self.class_names, self.class_lines, counts,
-                                               areas if known else counts)]
+                                               class_areas)]
         return dict(
             input=str(path), labels=written['labels'].name, overlay=written['overlay'].name,
             outputs={key: p.name for key, p in written.items()},
@@ -576,8 +575,8 @@ class OpenVocabSegmenter:
             bounds=list(scene.bounds()) if scene.georeferenced else None,
             pixel_area_m2=area, acquired=acquisition_time(scene.dataset),
             area_note=None if area is not None else
-            'geographic CRS: areas are geodesic, on the CRS\'s ellipsoid' if known else
-            'no projected CRS in metres: areas are given in pixels only',
+            'no projected CRS in metres: areas are given in pixels only' if areas is None else
+            'geographic CRS: areas are geodesic, on the CRS\'s ellipsoid',
             bands=scene.bands, stretched=scene.limits is not None, tile=self.tile,
             overlap=self.overlap, scale=self.scale, tiles=tiles, polygons=features,
             method=self.model.METHOD, weights=self.weights_source or 'RANDOM',

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..fileio import publish, temporary_beside
 from ..geometry import Window
+from .scenes import ellipsoid, geodesic_row_areas, pixel_area_m2
 
 
 def label_dtype(num_classes: int) -> np.dtype:
@@ -119,24 +120,31 @@ class LabelWriter(BandWriter):
         super().__init__(path, scene, label_dtype(len(palette)), nodata_label(len(palette)),
                          {i: (*map(int, c), 255) for i, c in enumerate(palette)}, cog)
         self.counts = np.zeros(len(palette), np.int64)
-        self.crs, self.transform = getattr(scene, 'crs', None), getattr(scene, 'transform', None)
-        # ground area per class (m^2), while every window's rows have a known pixel area
-        self.areas: Optional[np.ndarray] = np.zeros(len(palette))
+        crs, self.transform = getattr(scene, 'crs', None), getattr(scene, 'transform', None)
+        self.pixel_area = None if self.transform is None else pixel_area_m2(crs, self.transform)
+        north_up = self.transform is not None and not (self.transform.b or self.transform.d)
+        # a geographic grid: pixel areas vary by row, so they are summed as windows come
+        self.geod = ellipsoid(crs) if self.pixel_area is None and north_up else None
+        self._geodesic = np.zeros(len(palette)) if self.geod is not None else None
+
+    @property
+    def areas(self) -> Optional[np.ndarray]:
+        """Ground area per class (m^2): pixels times the pixel area in a CRS projected in
+        metres, geodesic in a geographic one; None otherwise."""
+        if self.pixel_area is not None:
+            return self.counts * self.pixel_area
+        return self._geodesic
 
     def write(self, window: Window, labels: np.ndarray) -> None:
-        from .scenes import row_pixel_areas_m2
         labels = labels.astype(self.dtype)
         kept = labels != self.nodata
         counted = labels[kept]
         self.counts += np.bincount(counted.ravel(), minlength=len(self.counts))[:len(self.counts)]
-        if self.areas is not None and self.transform is not None:
-            rows = row_pixel_areas_m2(self.crs, self.transform, window[:2])
-            if rows is None:
-                self.areas = None
-            else:
-                weights = np.broadcast_to(rows[:, None], labels.shape)[kept]
-                self.areas += np.bincount(counted.ravel(), weights=weights,
-                                          minlength=len(self.areas))[:len(self.areas)]
+        if self.geod is not None:
+            rows = geodesic_row_areas(self.geod, self.transform, window[:2])
+            weights = np.broadcast_to(rows[:, None], labels.shape)[kept]
+            self._geodesic += np.bincount(counted.ravel(), weights=weights,
+                                          minlength=len(self._geodesic))[:len(self._geodesic)]
         super().write(window, labels)
 
 

@@ -72,17 +72,18 @@ def pixel_area_m2(crs, transform) -> Optional[float]:
     return abs(transform.a * transform.e - transform.b * transform.d)
 
 
-def row_pixel_areas_m2(crs, transform, rows: Tuple[int, int]) -> Optional[np.ndarray]:
-    """Ground area of one pixel in each row ``y1 .. y2 - 1``: constant in a CRS projected in
-    metres; on the CRS's ellipsoid (geodesic) in a geographic CRS with a north-up grid; None
-    otherwise (areas are then known in pixels only)."""
-    area = pixel_area_m2(crs, transform)
-    if area is not None:
-        return np.full(rows[1] - rows[0], area)
-    if crs is None or not crs.is_geographic or transform.b or transform.d:
+def ellipsoid(crs):
+    """The ellipsoid (pyproj ``Geod``) of a geographic CRS, on which ground areas are
+    geodesic; None for any other CRS."""
+    if crs is None or not crs.is_geographic:
         return None
     from pyproj import CRS
-    geod = CRS.from_wkt(crs.to_wkt()).get_geod()
+    return CRS.from_wkt(crs.to_wkt()).get_geod()
+
+
+def geodesic_row_areas(geod, transform, rows: Tuple[int, int]) -> np.ndarray:
+    """Ground area (m^2, on ``geod``) of one pixel in each row ``y1 .. y2 - 1`` of a north-up
+    grid in longitude and latitude: the same along a row, shrinking towards the poles."""
     top = transform.f + transform.e * np.arange(rows[0], rows[1])
     west, east = transform.c, transform.c + transform.a
     return np.array([abs(geod.polygon_area_perimeter([west, east, east, west],
@@ -188,10 +189,6 @@ class RasterScene:
     def bounds(self) -> Tuple[float, float, float, float]:
         """``(left, bottom, right, top)`` in the scene's CRS."""
         return tuple(self.dataset.bounds)
-
-    def pixel_area_m2(self) -> Optional[float]:
-        """Ground area of one pixel, when the CRS is projected in metres."""
-        return pixel_area_m2(self.crs, self.transform)
 
     def close(self) -> None:
         self.dataset.close()

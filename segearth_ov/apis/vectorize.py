@@ -19,7 +19,7 @@ import numpy as np
 
 from ..fileio import publish, temporary_beside
 from ..geometry import block_grid
-from .scenes import pixel_area_m2
+from .scenes import ellipsoid, pixel_area_m2
 
 # --vector choice -> (OGR driver, file suffix, layer creation options)
 VECTOR_FORMATS = {
@@ -231,10 +231,7 @@ class _Features:
                  confidence: bool):
         self.transform, self.min_area, self.names = transform, min_area, names
         self.pixel_area = pixel_area_m2(crs, transform)
-        self.geod = None
-        if crs is not None and crs.is_geographic:
-            from pyproj import CRS
-            self.geod = CRS.from_wkt(crs.to_wkt()).get_geod()
+        self.geod = ellipsoid(crs)
         self.confidence = confidence
         self.regions: List[Region] = []
         self.areas: List[Optional[float]] = []
