@@ -327,3 +327,28 @@ def test_the_worked_example_opens_styled_in_qgis(tmp_path):
                                             enumerate(zip(names, colours))]]
     assert shown['vector'][:2] == ['categorizedSymbol', 'class_name']
     assert shown['vector'][2] == [[n, c] for n, c in zip(names, colours)]
+
+
+def test_split_scene_polygons_carry_the_same_confidence(tmp_path):
+    """--split-scenes without --confidence: the bands still carry the confidence the
+    polygons' figures are read from (played here in one process, rank 1 then rank 0)."""
+    from segearth_ov.apis import OpenVocabSegmenter
+    from segearth_ov.apis.inference import ScenePart
+    from segearth_ov.apis.outputs import OutputOptions
+    write_geotiff(tmp_path / 's.tif', smooth_scene(200, 96))
+    torch.manual_seed(0)
+    segmenter = OpenVocabSegmenter(['road', 'water', 'tree'], clip='ViT-S-16',
+                                   pretrained='none', upsampler='none', device='cpu',
+                                   prompt_templates=['{}'], tile=64, overlap=16,
+                                   outputs=OutputOptions(vector='gpkg'))
+    segmenter.predict_file(tmp_path / 's.tif', tmp_path / 'one', progress=False)
+    for rank in (1, 0):
+        segmenter.predict_file(tmp_path / 's.tif', tmp_path / 'two', progress=False,
+                               part=ScenePart(rank, 2, lambda ok: ok), locked=True)
+    figures = []
+    for folder in ('one', 'two'):
+        with fiona.open(tmp_path / folder / 's.tif.polygons.gpkg') as layer:
+            figures.append(sorted((f.properties['pixels'], f.properties['mean_confidence'],
+                                   f.properties['min_confidence']) for f in layer))
+    assert figures[0] == figures[1]
+    assert all(0 <= mean <= 1 and 0 <= low <= 1 for _, mean, low in figures[1])

@@ -137,10 +137,6 @@ class SceneArea:
         self.geometry, self.transform = geometry, transform
         self._prepared = prep(geometry)
 
-    @property
-    def empty(self) -> bool:
-        return self.geometry.is_empty or self.geometry.area == 0
-
     def touches(self, window: Window) -> bool:
         """Whether the window's footprint meets the area."""
         from shapely.geometry import Polygon

@@ -20,7 +20,7 @@ from ..models.text import ClassQueries
 from ..visualize import class_palette, overlay_with_legend
 from ..weights import (SAM3_CHECKPOINT, clip_patch_size, describe_weights, no_weights,
                        resolve_clip, resolve_upsampler)
-from .aoi import AreaOfInterest
+from .aoi import AreaOfInterest, SceneArea
 from .blending import blended_probabilities, top_class_cores
 from .label_maps import (CONFIDENCE_NODATA, BandWriter, LabelWriter, confidence_to_uint8,
                          label_dtype, nodata_label, raster_suffix, read_labels_preview,
@@ -360,7 +360,7 @@ class OpenVocabSegmenter:
             done = self.finished(out_dir, name)
             if done is not None:
                 return dict(done, skipped=True)
-        kind, outside = self._look_at(path)
+        kind, area, outside = self._look_at(path)
         if outside:
             logger.warning('%s lies outside the area of interest: nothing computed', path)
             return dict(status='outside-aoi', outputs={})
@@ -383,39 +383,47 @@ class OpenVocabSegmenter:
         try:
             with raster_session():
                 if split:
-                    self._predict_part(path, outputs, part, progress)
+                    self._predict_part(path, outputs, part, progress, area)
                     if part.rank != 0:
                         return dict(part=part.rank)
-                return self._predict_file(path, outputs, progress, overlay_side,
+                return self._predict_file(path, outputs, progress, overlay_side, area,
                                           part if split else None, written.record)
         except BaseException:
             for output in changed_since(before, outputs):  # only what this call wrote
                 output.unlink(missing_ok=True)
             raise
-        finally:
-            written.record(p for p in changed_since(before, outputs) if p.exists())
 
-    def _look_at(self, path: Path) -> Tuple[str, bool]:
-        """``(raster format of the results, whether an area of interest misses the scene)``
-        of the input at ``path``."""
+    def _look_at(self, path: Path) -> Tuple[str, Optional[SceneArea], bool]:
+        """``(raster format of the results, the area of interest in the scene's grid,
+        whether that area misses the scene)`` of the input at ``path``, from its metadata
+        (no pixel is read)."""
         with raster_session():
             scene = RasterScene(path, self.bands)
         try:
-            outside = self.aoi is not None and not self.aoi.for_scene(scene).touches(
-                (0, scene.height, 0, scene.width))
-            return raster_suffix(scene), outside
+            area = self.aoi.for_scene(scene) if self.aoi is not None else None
+            outside = area is not None and not area.touches((0, scene.height, 0, scene.width))
+            return raster_suffix(scene), area, outside
         finally:
             scene.close()
 
+    @property
+    def _keeps_confidence(self) -> bool:
+        """Whether a scene's confidence is kept: asked for, or read by the polygons."""
+        return self.outputs.confidence or bool(self.outputs.vector)
+
+    @staticmethod
+    def _scratch(outputs: Dict[str, Path], name: str) -> Path:
+        """A working file of this input, in the output folder's run folder (``parts/``)."""
+        folder = checked_folder(run_folder(outputs['json'].parent), 'parts')
+        return folder / f'{outputs["json"].name[:-len(".json")]}.{name}'
+
     def _part_paths(self, outputs: Dict[str, Path], rank: int) -> Dict[str, Path]:
         """Where process ``rank`` leaves its band of the label and confidence maps."""
-        folder = checked_folder(run_folder(outputs['json'].parent), 'parts')
-        stem = outputs['json'].name[:-len('.json')]
-        return {key: folder / f'{stem}.{key}.rank{rank}.tif' for key in ('labels',
-                                                                        'confidence')}
+        return {key: self._scratch(outputs, f'{key}.rank{rank}.tif')
+                for key in ('labels', 'confidence')}
 
     def _predict_part(self, path: Path, outputs: Dict[str, Path], part: 'ScenePart',
-                      progress: bool) -> None:
+                      progress: bool, area: Optional[SceneArea]) -> None:
         """This process's band of rows of the label (and confidence) map, as plain
         GeoTIFFs for process 0 to assemble; every process learns whether all succeeded."""
         from tqdm import tqdm
@@ -424,13 +432,12 @@ class OpenVocabSegmenter:
         try:
             scene = RasterScene(path, self.bands)
             try:
-                area = self.aoi.for_scene(scene) if self.aoi is not None else None
                 rows = row_bands(scene.height, self.tile, self.overlap, part.world)[part.rank]
                 if rows[1] > rows[0]:
                     band = _Band(scene, rows)
                     writers = [BandWriter(paths['labels'], band, label_dtype(self.num_classes),
                                           self.nodata, cog=False)]
-                    if self.outputs.confidence:
+                    if self._keeps_confidence:
                         writers.append(BandWriter(paths['confidence'], band, np.uint8,
                                                   CONFIDENCE_NODATA, cog=False))
                     count = len(tile_grid(scene.height, scene.width, self.tile, self.overlap))
@@ -463,7 +470,7 @@ class OpenVocabSegmenter:
                 with contextlib.ExitStack() as files:
                     labels_ds = files.enter_context(rasterio.open(paths['labels']))
                     confidence_ds = files.enter_context(rasterio.open(paths['confidence'])) \
-                        if self.outputs.confidence else None
+                        if self._keeps_confidence else None
                     for start in range(r0, r1, 256):
                         stop = min(start + 256, r1)
                         rwindow = rasterio.windows.Window(0, start - r0, scene.width,
@@ -477,15 +484,14 @@ class OpenVocabSegmenter:
                     leftover.unlink(missing_ok=True)
 
     def _predict_file(self, path: Path, outputs: Dict[str, Path], progress: bool,
-                      overlay_side: int, part: Optional['ScenePart'] = None,
-                      record: Callable = lambda paths: None):
+                      overlay_side: int, area: Optional[SceneArea] = None,
+                      part: Optional['ScenePart'] = None, record: Callable = lambda paths: None):
         """The outputs of one input; ``record`` is told of each file as soon as it is
         published, so a run killed half-way still knows which files are its own."""
         from tqdm import tqdm
         scene = RasterScene(path, self.bands)
         scores = None  # the confidence raster the polygons' figures are read from
         try:
-            area = self.aoi.for_scene(scene) if self.aoi is not None else None
             kind = raster_suffix(scene)
             written = dict(labels=outputs[f'labels_{kind}'], overlay=outputs['overlay'])
             outputs['json'].unlink(missing_ok=True)  # replaced: stale until rewritten
@@ -496,8 +502,7 @@ class OpenVocabSegmenter:
                                           CONFIDENCE_NODATA, cog=self.outputs.cog,
                                           overview_resampling='average'))
             elif self.outputs.vector:  # kept only while the polygons are made
-                scores = checked_folder(run_folder(outputs['json'].parent), 'parts') / \
-                    f'{outputs["json"].name[:-len(".json")]}.confidence.tif'
+                scores = self._scratch(outputs, 'confidence.tif')
                 writers.append(BandWriter(scores, scene, np.uint8, CONFIDENCE_NODATA,
                                           cog=False))
             count = len(tile_grid(scene.height, scene.width, self.tile, self.overlap))

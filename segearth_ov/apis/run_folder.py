@@ -123,6 +123,8 @@ class WrittenFiles:
             if identity is None:
                 continue
             key = self._key(path)
+            if self._known.get(key) == identity[1:]:
+                continue  # recorded already, unchanged since
             self._known[key] = identity[1:]
             lines.append(json.dumps(dict(path=key, size=identity[1], mtime_ns=identity[2])))
         if lines:

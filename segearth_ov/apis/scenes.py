@@ -2,6 +2,7 @@
 with the same band rule, stretch and no-data mask."""
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from pathlib import Path
@@ -145,15 +146,22 @@ class RasterScene:
         self.height, self.width = ds.height, ds.width
         self.crs, self.transform = ds.crs, ds.transform
         self.georeferenced = ds.crs is not None
-        self.limits = None
         self.floating = np.issubdtype(np.dtype(ds.dtypes[self.bands[0] - 1]), np.floating)
-        if ds.dtypes[self.bands[0] - 1] != 'uint8' and self.lut is None:
-            scale = min(1.0, STATS_SIDE / max(self.height, self.width))
-            shape = (len(self.bands), max(1, round(self.height * scale)),
-                     max(1, round(self.width * scale)))
-            sample = ds.read(self.bands, out_shape=shape, masked=True)
-            self.limits = stretch_limits(np.ma.getdata(sample).astype(np.float64),
-                                         ~np.ma.getmaskarray(sample))
+
+    @functools.cached_property
+    def limits(self) -> Optional[list]:
+        """Per-band stretch limits of a 16-bit or float scene, from a decimated read of the
+        whole scene (None for 8-bit and palette images). Computed on first use, so opening
+        a scene to look at its size and place reads no pixels."""
+        ds = self.dataset
+        if ds.dtypes[self.bands[0] - 1] == 'uint8' or self.lut is not None:
+            return None
+        scale = min(1.0, STATS_SIDE / max(self.height, self.width))
+        shape = (len(self.bands), max(1, round(self.height * scale)),
+                 max(1, round(self.width * scale)))
+        sample = ds.read(self.bands, out_shape=shape, masked=True)
+        return stretch_limits(np.ma.getdata(sample).astype(np.float64),
+                              ~np.ma.getmaskarray(sample))
 
     def read(self, window: Window, out_shape: Optional[Tuple[int, int]] = None) -> np.ndarray:
         """``[h, w, 3]`` uint8 RGB of ``window`` (resampled bilinearly to ``out_shape``)."""
