@@ -24,31 +24,27 @@ def _bands(text: str) -> List[int]:
                                          f'{text!r}') from None
 
 
-def _finite_positive(text: str) -> float:
+def _number(text: str, accept=lambda value: True, what: str = 'a finite number') -> float:
+    """``text`` as a finite float that ``accept`` takes, else a usage error naming ``what``."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f'expected a positive finite number, got {text!r}')
+    if not (math.isfinite(value) and accept(value)):
+        raise argparse.ArgumentTypeError(f'expected {what}, got {text!r}')
     return value
 
 
 def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f'expected a finite number, got {text!r}')
-    return value
+    return _number(text)
+
+
+def _finite_positive(text: str) -> float:
+    return _number(text, lambda value: value > 0, 'a positive finite number')
 
 
 def _finite_non_negative(text: str) -> float:
-    value = _finite(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'expected a number >= 0, got {text!r}')
-    return value
+    return _number(text, lambda value: value >= 0, 'a finite number >= 0')
 
 
 def _time(text: str) -> str:
