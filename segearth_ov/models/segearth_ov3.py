@@ -26,7 +26,7 @@ from .postprocess import (bare_samples, class_chunks, queries_to_classes, runnin
 from .precision import autocast, check_precision
 from .sam3_fusion import fuse_prompt_maps, resize_views
 from .sliding import stitch_windows, window_batches
-from .text import check_query_lengths, segmentor_classes
+from .text import bpe_tokenizer, check_query_lengths, segmentor_classes
 
 CONTEXT_LENGTH = 32  # SAM 3's text context
 
@@ -34,8 +34,7 @@ CONTEXT_LENGTH = 32  # SAM 3's text context
 def tokenize_prompts(prompts: Sequence[str]) -> Tuple[Tensor, Tensor]:
     """``(token ids [P, 32], attention mask [P, 32])`` with the CLIP BPE vocabulary that
     open_clip ships (no download): start token, tokens, end token, zero padding."""
-    from open_clip.tokenizer import SimpleTokenizer
-    ids = SimpleTokenizer(context_length=CONTEXT_LENGTH)(list(prompts))
+    ids = bpe_tokenizer()(list(prompts), context_length=CONTEXT_LENGTH)
     return ids, (ids != 0).long()
 
 

@@ -170,11 +170,6 @@ def encode_queries(clip_model, tokenizer, queries: Sequence[str],
     return F.normalize(per_prompt.mean(dim=1), dim=-1)
 
 
-# No BPE token of the CLIP vocabulary is this long: a name of more characters than this
-# times the context cannot fit, and is refused before the (quadratic) tokenisation
-MAX_CHARS_PER_TOKEN = 16
-
-
 @functools.lru_cache(maxsize=1)
 def bpe_tokenizer():
     """open_clip's CLIP BPE tokenizer (read once: it loads the 49k merges)."""
@@ -182,19 +177,23 @@ def bpe_tokenizer():
     return SimpleTokenizer()
 
 
+@functools.lru_cache(maxsize=1)
+def longest_token_chars() -> int:
+    """The most characters one token of that vocabulary covers: a text of more than this
+    times the context cannot fit, and is refused before the (quadratic) tokenisation."""
+    return max(len(token.removesuffix('</w>')) for token in bpe_tokenizer().encoder)
+
+
 def check_query_lengths(queries: Sequence[str], context_length: int,
                         templates: Sequence[Template] = ('{}',), method: str = 'CLIP') -> None:
     """Refuse (``ValueError`` naming the class) a query that does not fit the text encoder's
     ``context_length`` tokens in its longest template (start and end tokens included),
     instead of silently cutting it. Counted with the CLIP BPE vocabulary open_clip ships."""
-    tokenizer = None
     longest = max(templates, key=lambda t: len(_fill(t, '')))
     for query in queries:
         text = _fill(longest, query)
-        too_long = len(text) > context_length * MAX_CHARS_PER_TOKEN
-        if not too_long:
-            tokenizer = tokenizer or bpe_tokenizer()
-            too_long = len(tokenizer.encode(text)) + 2 > context_length
+        too_long = len(text) > context_length * longest_token_chars() or \
+            len(bpe_tokenizer().encode(text)) + 2 > context_length
         if too_long:
             shown = query if len(query) <= 60 else f'{query[:40]}... ({len(query)} characters)'
             raise ValueError(f'class name {shown!r} is too long for {method}\'s text encoder '
