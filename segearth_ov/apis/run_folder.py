@@ -135,5 +135,6 @@ class WrittenFiles:
 def changed_since(before: Dict[str, Optional[tuple]], paths: Dict[str, Path]) -> list:
     """The paths whose file is not the one :func:`~segearth_ov.fileio.file_identity` saw in
     ``before`` (written or replaced since), and still there."""
+    now = {key: file_identity(path) for key, path in paths.items()}
     return [path for key, path in paths.items()
-            if file_identity(path) is not None and file_identity(path) != before.get(key)]
+            if now[key] is not None and now[key] != before.get(key)]
