@@ -52,10 +52,10 @@ def remove_temporary(path) -> None:
 
 
 def checked_folder(root, relative='.') -> Path:
-    """``root / relative``, created folder by folder (``root`` as needed); a part below ``root``
-    that is a symbolic
-    link or not a folder is refused (``PermissionError`` / ``NotADirectoryError`` naming
-    it), so nothing is ever written through a link planted inside ``root``."""
+    """``root / relative``, created folder by folder (``root`` as needed); a part below
+    ``root`` that is a symbolic link or not a folder is refused (``PermissionError`` /
+    ``NotADirectoryError`` naming it), so nothing is ever written through a link planted
+    inside ``root``."""
     folder = Path(root)
     folder.mkdir(parents=True, exist_ok=True)
     for part in Path(relative).parts:
