@@ -50,7 +50,7 @@ def main():
     with torch.inference_mode(), autocast(model.precision, image.device):
         (text, _), text_s = timed(lambda: model.prompt_embeddings, args.device)
         features, vision_s = timed(lambda: model.window_features(image), args.device)
-        maps, prompt_s = timed(lambda: model.features_logits(features, prompts), args.device)
+        maps, prompt_s = timed(lambda: model.features_maps(features, prompts), args.device)
         _, ours_s = timed(lambda: model.encode_decode(image), args.device)
 
         def baseline():

@@ -101,7 +101,7 @@ def test_half_precision_needs_cuda():
 
 
 def test_wrong_channel_count_reaching_the_model():
-    with pytest.raises(ValueError, match=r'expects normalised RGB batches \[B, 3, H, W\]'):
+    with pytest.raises(ValueError, match=r'SegEarthOV expects RGB batches \[B, 3, H, W\]'):
         small_segmentor().predict(torch.randn(1, 4, 32, 32))
 
 

@@ -2,7 +2,13 @@
 import pytest
 import torch
 
-from segearth_ov.models.sliding import slide_logits, window_grid
+from segearth_ov.models.sliding import stitch_windows, window_batches, window_grid
+
+
+def slide_logits(images, window_fn, crop, stride, batch_size):
+    """The segmentors' composition: every window batch through ``window_fn``, stitched."""
+    return stitch_windows(images.shape, ((jobs, window_fn(crops)) for jobs, crops in
+                                         window_batches(images, crop, stride, batch_size)))
 
 
 def test_grid_448_is_3x3_with_mmseg_positions():

@@ -67,3 +67,55 @@ def running_top(previous: Optional[Tuple[Tensor, Tensor]], best: Tensor, label: 
     old_best, old_label = previous
     better = best > old_best
     return torch.where(better, best, old_best), torch.where(better, label, old_label)
+
+
+class SoftmaxProbabilities:
+    """Query maps to probabilities by a softmax over all queries of ``scale * maps``
+    (SegEarth-OV's cosine logits at CLIP's temperature)."""
+
+    def __init__(self, scale: float):
+        self.scale = scale
+
+    def __call__(self, maps: Tensor) -> Tensor:
+        """``[Q, H, W]`` -> ``[Q, H, W]``, summing to 1 over queries."""
+        return (self.scale * maps).softmax(dim=0)
+
+    def running(self) -> 'RunningSoftmax':
+        return RunningSoftmax(self.scale)
+
+
+class RunningSoftmax:
+    """The softmax of a vocabulary scored in chunks: each chunk's scores are the scaled
+    maps, and the normaliser a running log-sum-exp, since
+    ``max_q softmax(s)_q = exp(max_q s_q - logsumexp(s))``."""
+
+    def __init__(self, scale: float):
+        self.scale, self.log_sum = scale, None
+
+    def scores(self, maps: Tensor) -> Tensor:
+        """One chunk's maps ``[q, H, W]`` -> scores ordered as the probabilities."""
+        scaled = maps * self.scale
+        chunk = scaled.logsumexp(dim=0)
+        self.log_sum = chunk if self.log_sum is None else torch.logaddexp(self.log_sum, chunk)
+        return scaled
+
+    def probability(self, best: Tensor) -> Tensor:
+        """The probability of the best score ``[H, W]`` once every chunk was seen."""
+        return (best - self.log_sum).exp()
+
+
+class IdentityProbabilities:
+    """Query maps that are scores already (SegEarth-OV3's fused maps): kept as they are,
+    in one pass or in chunks."""
+
+    def __call__(self, maps: Tensor) -> Tensor:
+        return maps
+
+    def running(self) -> 'IdentityProbabilities':
+        return self
+
+    def scores(self, maps: Tensor) -> Tensor:
+        return maps
+
+    def probability(self, best: Tensor) -> Tensor:
+        return best

@@ -1,7 +1,7 @@
 """Sliding-window inference: the window grid, batched crops and logit stitching."""
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, List, Tuple
+from typing import Iterable, Iterator, List, Tuple
 
 import torch
 from torch import Tensor
@@ -40,19 +40,3 @@ def stitch_windows(shape, batches: Iterable[Tuple[WindowJobs, Tensor]]) -> Tenso
             count[i, :, y1:y2, x1:x2] += 1
     return logits / count
 
-
-def slide_logits(images: Tensor, window_fn: Callable[[Tensor], Tensor], crop: int,
-                 stride: int, batch_size: int = 8) -> Tensor:
-    """Average window logits over the windows that cover each pixel.
-
-    Args:
-        images: ``[B, C, H, W]``.
-        window_fn: maps crops ``[N, C, h, w]`` to logits ``[N, Q, h, w]``.
-        crop, stride: window size and step (``crop <= 0``: whole image).
-        batch_size: crops per ``window_fn`` call; windows of all images are batched together.
-
-    Returns:
-        ``[B, Q, H, W]`` float32 logits.
-    """
-    return stitch_windows(images.shape, ((jobs, window_fn(crops)) for jobs, crops in
-                                         window_batches(images, crop, stride, batch_size)))
