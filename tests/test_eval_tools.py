@@ -14,7 +14,7 @@ from openpyxl import load_workbook
 
 from conftest import REPO, free_port
 from segearth_ov.evaluation.cli import eval_all_main, eval_main
-from segearth_ov.evaluation.results import PER_CLASS, SUMMARY
+from segearth_ov.evaluation.results import sheets
 
 PYTHON = sys.executable
 TESTS = Path(__file__).resolve().parent
@@ -70,7 +70,8 @@ def summary_rows(path):
     book = load_workbook(path)
     rows = list(book['summary'].iter_rows(values_only=True))
     per_class = list(book['per_class'].iter_rows(values_only=True))
-    assert list(rows[0]) == SUMMARY and list(per_class[0]) == PER_CLASS
+    summary, per_class_columns = (columns for _, columns in sheets())
+    assert list(rows[0]) == summary and list(per_class[0]) == per_class_columns
     return ([dict(zip(rows[0], row)) for row in rows[1:]],
             [dict(zip(per_class[0], row)) for row in per_class[1:]])
 
@@ -230,8 +231,8 @@ def test_user_columns_and_sheets_survive_and_settings_key_rows(uavid_like, tmp_p
     results = tmp_path / 'r.xlsx'
     assert eval_main(eval_args(uavid_like, tmp_path, results)) == 0
     book = load_workbook(results)
-    book['summary'].cell(row=1, column=len(SUMMARY) + 1, value='my note')
-    book['summary'].cell(row=2, column=len(SUMMARY) + 1, value='checked by hand')
+    book['summary'].cell(row=1, column=len(dict(sheets())['summary']) + 1, value='my note')
+    book['summary'].cell(row=2, column=len(dict(sheets())['summary']) + 1, value='checked by hand')
     book.create_sheet('my plots')['A1'] = 'keep me'
     book.save(results)
     # another prob_thd is another row; the first row keeps the user's note
@@ -240,7 +241,7 @@ def test_user_columns_and_sheets_survive_and_settings_key_rows(uavid_like, tmp_p
     book = load_workbook(results)
     assert book['my plots']['A1'].value == 'keep me'
     header = [c.value for c in book['summary'][1]]
-    assert header == SUMMARY + ['my note']
+    assert header == dict(sheets())['summary'] + ['my note']
     rows = [dict(zip(header, [c.value for c in row])) for row in book['summary'].iter_rows(
         min_row=2)]
     assert sorted(r['prob_thd'] for r in rows) == [0.0, 0.5]

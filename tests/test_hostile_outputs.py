@@ -186,7 +186,7 @@ def test_files_the_tool_did_not_write_are_never_replaced_or_removed(tmp_path, ca
 
 
 def test_a_failing_input_removes_only_what_it_wrote(tmp_path, monkeypatch):
-    from segearth_ov.apis import inference
+    from segearth_ov.apis import scene_files
     source = scene(tmp_path / 'in')
     out = tmp_path / 'out'
     out.mkdir()
@@ -195,7 +195,7 @@ def test_a_failing_input_removes_only_what_it_wrote(tmp_path, monkeypatch):
 
     def fail(*args, **kwargs):
         raise OSError(28, 'No space left on device')
-    monkeypatch.setattr(inference.OpenVocabSegmenter, '_overlay', fail)
+    monkeypatch.setattr(scene_files, 'write_overlay', fail)
     assert predict(source, '--out', out) == 1
     assert unrelated.read_bytes() == b'user file'
     assert not (out / 'a.tif.labels.tif').exists()  # written by the run, then removed

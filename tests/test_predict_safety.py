@@ -102,11 +102,11 @@ def test_rerun_after_a_kill_cleans_up_and_finishes(tmp_path):
     write_geotiff(tmp_path / 'a.tif', smooth_scene(30, 40))
     out = tmp_path / 'out'
     code = textwrap.dedent(f"""
-        import os, segearth_ov.apis.inference as inference
+        import os, segearth_ov.apis.scene_files as scene_files
         from segearth_ov.apis.cli import main
         def killed(*args, **kwargs):  # the label map is out, then the process dies
             os.kill(os.getpid(), 9)
-        inference.OpenVocabSegmenter._overlay = killed
+        scene_files.write_overlay = killed
         main(['predict', *{BASE!r}, {str(tmp_path / 'a.tif')!r}, '--out', {str(out)!r}])
     """)
     process = subprocess.run([sys.executable, '-c', code], capture_output=True)

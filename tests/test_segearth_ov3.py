@@ -571,7 +571,7 @@ def test_benchmark_evaluates_into_the_workbook_beside_segearth_ov(small_weights,
     rows, per_class = summary_rows(results)
     ov3 = next(r for r in rows if r['method'] == 'SegEarth-OV3')
     assert len(rows) == 2 and {r['method'] for r in rows} == {'SegEarth-OV', 'SegEarth-OV3'}
-    assert ov3['CLIP'] == 'SAM 3' and ov3['weights'].startswith('model.safetensors sha256:')
+    assert ov3['backbone'] == 'SAM 3' and ov3['weights'].startswith('model.safetensors sha256:')
     assert (ov3['confidence_threshold'], ov3['prob_thd'], ov3['slide']) == (0.3, 0.3,
                                                                             'whole image')
     assert ov3['paper mIoU'] is None  # the paper column is SegEarth-OV's

@@ -1,58 +1,19 @@
 """The ``segearth-ov`` command: ``predict`` and ``download-weights``."""
 from __future__ import annotations
 
-import argparse
 import datetime
 import logging
-import math
 import os
 import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
 
 from ..distributed import all_agree, launched_rank, launched_world, process_group
-from ..errors import DEBUG_ENV, USER_ERRORS, report
+from ..errors import USER_ERRORS, report
 from ..fileio import IMAGE_SUFFIXES, checked_folder, writable_folder
+from .cli_parser import build_parser
 from ..geometry import check_tiling
-
-
-def _bands(text: str) -> List[int]:
-    try:
-        return [int(b) for b in text.split(',')]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'--bands takes comma-separated band numbers, got '
-                                         f'{text!r}') from None
-
-
-def _number(text: str, accept=lambda value: True, what: str = 'a finite number') -> float:
-    """``text`` as a finite float that ``accept`` takes, else a usage error naming ``what``."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and accept(value)):
-        raise argparse.ArgumentTypeError(f'expected {what}, got {text!r}')
-    return value
-
-
-def _finite(text: str) -> float:
-    return _number(text)
-
-
-def _finite_positive(text: str) -> float:
-    return _number(text, lambda value: value > 0, 'a positive finite number')
-
-
-def _finite_non_negative(text: str) -> float:
-    return _number(text, lambda value: value >= 0, 'a finite number >= 0')
-
-
-def _time(text: str) -> str:
-    from .stac_index import parse_time
-    try:
-        return parse_time(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+from ..models import method_options
 
 
 def _resolved(path: Path) -> Path:
@@ -89,104 +50,6 @@ def expand_inputs(inputs: List[str], out: Path) -> List[Tuple[Path, Path]]:
     resolved = [_resolved(f) for f in files]
     common = Path(os.path.commonpath([str(r.parent) for r in resolved])) if resolved else None
     return [(f, r.relative_to(common)) for f, r in zip(files, resolved)]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='segearth-ov', description='Training-free '
-                                     'open-vocabulary segmentation of remote-sensing images.')
-    commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
-    predict = commands.add_parser(
-        'predict', help='segment images and GeoTIFF scenes of any size',
-        description='Segment images (PNG/JPEG/TIFF) and GeoTIFF scenes with your class names. '
-                    'Per input: a label map (GeoTIFF with the input\'s georeferencing and a '
-                    'colour table, or PNG), a colour overlay with a legend, and a JSON summary '
-                    'of class areas.')
-    predict.add_argument('inputs', nargs='+', help='image files and/or folders')
-    names = predict.add_mutually_exclusive_group(required=True)
-    names.add_argument('--classes', help='"building,roof;road;water;tree": semicolons '
-                                         'separate classes, commas synonyms')
-    names.add_argument('--names', help='class-name file: one class per line, commas separate '
-                                       'synonyms')
-    predict.add_argument('--out', required=True, help='output folder')
-    predict.add_argument('--method', choices=['segearth-ov', 'segearth-ov3'],
-                         help='segearth-ov (CLIP, the default) or segearth-ov3 (SAM 3, needs '
-                              'requirements-sam3.txt and the gated sam3.pt); a --config\'s '
-                              'model chooses it too')
-    predict.add_argument('--sam3-checkpoint', default='auto',
-                         help='SegEarth-OV3 weights: sam3.pt or a transformers '
-                              'model.safetensors; default checkpoints/sam3.pt; none = random')
-    predict.add_argument('--config', help='start from a benchmark config\'s model settings')
-    predict.add_argument('--clip', help='open_clip architecture (default ViT-B-16)')
-    predict.add_argument('--pretrained', default='auto',
-                         help='open_clip tag, checkpoint path, or none (random weights); '
-                              'default: checkpoints/ViT-B-16.pt, then open_clip\'s cache')
-    predict.add_argument('--upsampler', default='auto',
-                         choices=['auto', 'jbu_one', 'jbu_stack', 'none'],
-                         help='auto: SimFeatUp when checkpoints/xclip_jbu_one_million_aid.ckpt '
-                              'exists')
-    predict.add_argument('--upsampler-checkpoint')
-    predict.add_argument('--tile', type=int, default=1024, help='tile side in input pixels')
-    predict.add_argument('--overlap', type=int, default=128,
-                         help='tile overlap; probabilities are blended across it')
-    predict.add_argument('--scale', type=_finite_positive, default=1.0,
-                         help='resample the scene by this factor for the model (e.g. 0.5 '
-                              'for 0.15 m imagery to work at 0.3 m); outputs keep the input grid')
-    predict.add_argument('--bands', type=_bands, help='1-based bands in R,G,B order, e.g. '
-                                                      '4,3,2 for Sentinel-2; one band for SAR')
-    predict.add_argument('--device', choices=['cpu', 'cuda'])
-    predict.add_argument('--batch-size', type=int, default=4, help='tiles per forward pass')
-    predict.add_argument('--prob-thd', type=_finite, help='background threshold (class 0)')
-    predict.add_argument('--quiet', action='store_true', help='no progress bars')
-    predict.add_argument('--no-cache', action='store_true',
-                         help='do not read or write the text-embedding cache '
-                              '(~/.cache/segearth_ov/text; SEGEARTH_OV_TEXT_CACHE moves it)')
-    gis = predict.add_argument_group('GIS outputs')
-    gis.add_argument('--vector', choices=['gpkg', 'geojson', 'geojson-crs', 'shp'],
-                     help='also write a polygon layer: one feature per connected region, with '
-                          'class id, name, area and confidence; geojson is RFC 7946 (WGS 84), '
-                          'geojson-crs keeps the scene\'s CRS')
-    gis.add_argument('--min-area', type=_finite_non_negative, default=0.0,
-                     help='drop polygons smaller than this (m^2 in a metric CRS, else pixels)')
-    gis.add_argument('--simplify', type=_finite_non_negative, default=0.0,
-                     help='simplify polygon outlines by this tolerance in map units')
-    gis.add_argument('--no-cog', action='store_true',
-                     help='write plain tiled GeoTIFFs instead of Cloud-Optimized GeoTIFFs')
-    gis.add_argument('--confidence', action='store_true',
-                     help='also write the winning class\'s probability (uint8, p * 254; 255 '
-                          'is no data)')
-    gis.add_argument('--datetime', type=_time,
-                     help='acquisition time of the inputs for the STAC index (ISO 8601, e.g. '
-                          '2024-06-01T10:30:00Z); default: each input\'s metadata, else the '
-                          'processing time')
-    gis.add_argument('--aoi', help='vector file (any CRS): compute only tiles touching it; '
-                                   'pixels outside are no data')
-    predict.add_argument('--split-scenes', action='store_true',
-                         help='under torchrun: every process takes a band of tile rows of '
-                              'every scene (for scenes too big for one process), instead of '
-                              'whole inputs')
-    predict.add_argument('--class-chunk', type=int, default=64,
-                         help='vocabularies larger than this are scored this many classes at '
-                              'a time, with bounded memory')
-    predict.add_argument('--overwrite', action='store_true',
-                         help='recompute inputs whose outputs exist (by default a rerun with '
-                              'the same settings skips them, and other settings are refused)')
-    predict.add_argument('--wait', action='store_true',
-                         help='when another run is writing to --out, wait for it to end '
-                              '(by default this run is refused)')
-    predict.add_argument('--debug', action='store_true',
-                         help=f'show tracebacks of errors (or set {DEBUG_ENV}=1)')
-
-    download = commands.add_parser(
-        'download-weights', help='fetch CLIP and the SimFeatUp checkpoint (network needed)')
-    download.add_argument('--clip', default='ViT-B-16')
-    download.add_argument('--pretrained', default='openai', help='open_clip tag')
-    download.add_argument('--skip-clip', action='store_true')
-    download.add_argument('--upsampler-checkpoint', default=None,
-                          help='where to save SimFeatUp (default checkpoints/'
-                               'xclip_jbu_one_million_aid.ckpt)')
-    download.add_argument('--url', default=None, help=argparse.SUPPRESS)
-    download.add_argument('--force', action='store_true', help='download again')
-    return parser
 
 
 def _device(requested: Optional[str], local_rank: int, world: int) -> Optional[str]:
@@ -232,19 +95,17 @@ def _build(args):
                             simplify=args.simplify, cog=not args.no_cog,
                             confidence=args.confidence, aoi=args.aoi)
     aoi = AreaOfInterest(args.aoi, progress=not args.quiet) if args.aoi else None
-    options = {} if args.prob_thd is None else dict(prob_thd=args.prob_thd)
-    if args.no_cache and args.method != 'segearth-ov3':
-        options['text_cache'] = False
+    options = {name: getattr(args, name) for name in method_options() if hasattr(args, name)}
+    if args.prob_thd is not None:
+        options['prob_thd'] = args.prob_thd
     # a region run may keep a process busy for days
     rank, world, local_rank = process_group('gloo', datetime.timedelta(days=7))
     lock = _take_folder(out, args.wait, rank, world)
     segmenter = OpenVocabSegmenter(
-        classes, config=args.config, clip=args.clip, pretrained=args.pretrained,
-        upsampler=args.upsampler, upsampler_checkpoint=args.upsampler_checkpoint,
+        classes, config=args.config, method=args.method,
         device=_device(args.device, local_rank, world), batch_size=args.batch_size,
         tile=args.tile, overlap=args.overlap, scale=args.scale, bands=args.bands,
-        class_chunk=args.class_chunk, outputs=outputs, method=args.method,
-        sam3_checkpoint=args.sam3_checkpoint, area=aoi, **options)
+        class_chunk=args.class_chunk, outputs=outputs, area=aoi, **options)
     return out, inputs, (rank, world), lock, segmenter
 
 

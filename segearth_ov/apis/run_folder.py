@@ -29,6 +29,13 @@ def run_folder(out) -> Path:
     return checked_folder(out, RUN_FOLDER)
 
 
+def scratch_path(outputs: Dict[str, Path], name: str) -> Path:
+    """A working file of one input (whose outputs are ``outputs``), in its output folder's
+    run folder (``parts/``), named after the input's summary."""
+    folder = checked_folder(run_folder(outputs['json'].parent), 'parts')
+    return folder / f'{outputs["json"].name[:-len(".json")]}.{name}'
+
+
 class FolderBusy(OSError):
     """Another run holds the output folder's lock."""
 

@@ -1,25 +1,15 @@
 """What a benchmark config is: its task, its group, the paper's figure, the model settings."""
 from __future__ import annotations
 
-import hashlib
 import os.path as osp
-from typing import Dict
+from typing import Dict, List, Optional
 
 from mmengine.config import Config
 
-from ..weights import describe_weights
+from ..models.methods import get_method, method_names, method_of_model
 
 BINARY_TASKS = {'BuildingDataset': 'building', 'RoadDataset': 'road', 'WaterDataset': 'water'}
 GROUPS = ('optical', 'sar', 'semseg', 'building', 'road', 'water')
-
-# SegEarth-OV with CLIP ViT-B/16, mIoU (%), as the paper reports them (Potsdam is cited as
-# 47.1 or 48.5; the first is used). Rows of other methods get no paper figure.
-PAPER_METHOD = 'SegEarth-OV'
-PAPER_MIOU: Dict[str, float] = {
-    'cfg_openearthmap': 40.3, 'cfg_loveda': 36.9, 'cfg_isaid': 21.7, 'cfg_uavid': 42.5,
-    'cfg_udd5': 50.6, 'cfg_vdd': 45.3, 'cfg_potsdam': 47.1, 'cfg_vaihingen': 40.0,
-    'cfg_whu_sat_ii': 28.4, 'cfg_massachusetts_road': 11.5,
-}
 
 
 def config_name(path: str) -> str:
@@ -40,13 +30,6 @@ def in_group(name: str, cfg: Config, group: str) -> bool:
     return task == group
 
 
-def _templates(templates) -> str:
-    if templates is None:
-        return 'openai-80'
-    text = '\n'.join(str(t) for t in templates)
-    return f'{len(templates)} sha256:{hashlib.sha256(text.encode()).hexdigest()[:12]}'
-
-
 def _model_class(model_type):
     from mmseg.registry import MODELS
     return MODELS.get(model_type) if isinstance(model_type, str) else model_type
@@ -63,43 +46,41 @@ def _class_defaults(model_type) -> Dict[str, object]:
             if p.default is not inspect.Parameter.empty}
 
 
+def settings_columns() -> List[str]:
+    """The results columns that key a row besides the config: the method, its backbone and
+    weights, every registered method's own columns (in the table's order), then the
+    settings every method has."""
+    own = [column for name in method_names()
+           for column in get_method(name).WORKBOOK_COLUMNS]
+    return ['method', 'backbone', 'weights', *dict.fromkeys(own), 'prob_thd', 'bg_idx',
+            'slide', 'precision', 'data_root']
+
+
+def published_miou(method: str, name: str) -> Optional[float]:
+    """The paper's mIoU of the benchmark config ``name`` for the method named ``method``
+    (a results row's ``method``), or None."""
+    for cls in map(get_method, method_names()):
+        if cls.METHOD == method:
+            return cls.PUBLISHED_MIOU.get(name)
+    return None
+
+
 def model_settings(cfg: Config) -> Dict[str, object]:
     """Every model and data setting that changes a benchmark number: the columns a results
-    row is keyed by (with the config name). ``method`` tells SegEarth-OV (CLIP) and
-    SegEarth-OV3 (SAM 3) rows apart; settings a method does not have read ``-``."""
+    row is keyed by (with the config name), :func:`settings_columns`. The method describes
+    its own (``describe``); settings a method does not have read ``-``."""
     from ..datasets import resolve_data_root
     model_type = cfg.model.get('type')
     model = dict(_class_defaults(model_type), **cfg.model)
-    method = getattr(_model_class(model_type), 'METHOD', str(model_type))
-    clip = model.get('clip') or {}
-    upsampler = model.get('upsampler')
-    if upsampler:
-        upsampler = f'{upsampler.get("type")} ({describe_weights(upsampler.get("checkpoint"))})'
-    if clip:
-        backbone = clip.get('arch', model_type)
-        if clip.get('quick_gelu') is not None:
-            backbone = f'{backbone} quick_gelu={clip["quick_gelu"]}'
-        weights = describe_weights(clip.get('pretrained'))
-    elif 'checkpoint' in model:
-        backbone, weights = 'SAM 3', describe_weights(model['checkpoint'])
-    else:
-        backbone, weights = model_type, '-'
+    method = method_of_model(model_type)
+    described = method.describe(model) if method is not None else \
+        {'backbone': str(model_type), 'weights': '-'}
     crop = model.get('slide_crop', 0)
     data_root = cfg.test_dataloader.dataset.get('data_root') or ''
-    return {
-        'method': method,
-        'CLIP': backbone,
-        'weights': weights,
-        'attention': model.get('attention', '-'),
-        'attention layers': model.get('attention_layers', '-'),
-        'upsampler': upsampler or ('none' if clip else '-'),
-        'cls_token_lambda': model.get('cls_token_lambda', '-'),
-        'confidence_threshold': model.get('confidence_threshold', '-'),
-        'prob_thd': model.get('prob_thd', '-'),
-        'bg_idx': model.get('bg_idx', '-'),
-        'logit_scale': model.get('logit_scale', '-'),
-        'slide': f'{crop}/{model.get("slide_stride")}' if crop else 'whole image',
-        'templates': _templates(model.get('prompt_templates')) if clip else '-',
-        'precision': model.get('precision', 'fp32'),
-        'data_root': osp.abspath(resolve_data_root(data_root)),
-    }
+    values = dict(described, method=getattr(_model_class(model_type), 'METHOD', str(model_type)),
+                  prob_thd=model.get('prob_thd'), bg_idx=model.get('bg_idx'),
+                  slide=f'{crop}/{model.get("slide_stride")}' if crop else 'whole image',
+                  precision=model.get('precision', 'fp32'),
+                  data_root=osp.abspath(resolve_data_root(data_root)))
+    return {column: '-' if values.get(column) is None else values[column]
+            for column in settings_columns()}

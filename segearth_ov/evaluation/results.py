@@ -6,6 +6,11 @@ again, the row merged in, and the whole written to a temporary file that is rena
 it. So concurrent runs keep each other's rows, a crash never leaves a half-written file,
 and columns or sheets a user added are carried over. A workbook that cannot be read is
 moved aside under a new name before anything is evaluated, never overwritten.
+
+The setting columns come from the method table (each method names its own). A workbook
+written before a column was renamed (:data:`RENAMED_COLUMNS`: ``CLIP`` is now ``backbone``)
+is read under the new name, so its rows keep their keys and are rewritten with the new
+header; a column a newer method adds is empty in older rows.
 """
 from __future__ import annotations
 
@@ -19,16 +24,26 @@ from typing import Dict, Iterator, List, Optional, Tuple
 from openpyxl import Workbook, load_workbook
 
 from ..fileio import atomic_path
+from .catalog import settings_columns
 
-SETTINGS = ['method', 'CLIP', 'weights', 'attention', 'attention layers', 'upsampler',
-            'cls_token_lambda', 'confidence_threshold', 'prob_thd', 'bg_idx', 'logit_scale',
-            'slide', 'templates', 'precision', 'data_root']
-KEY = ['config'] + SETTINGS
-SUMMARY = ['config', 'dataset', 'task'] + SETTINGS + [
-    'status', 'aAcc', 'mIoU', 'mAcc', 'paper mIoU', 'mIoU - paper', 'images', 'images/s',
-    'date', 'git commit']
-PER_CLASS = KEY + ['class', 'IoU']
-SHEETS = (('summary', SUMMARY), ('per_class', PER_CLASS))
+# columns of workbooks written before they were renamed: old name -> new name
+RENAMED_COLUMNS = {'CLIP': 'backbone'}
+RESULT_COLUMNS = ['status', 'aAcc', 'mIoU', 'mAcc', 'paper mIoU', 'mIoU - paper', 'images',
+                  'images/s', 'date', 'git commit']
+
+
+def key_columns() -> List[str]:
+    """What tells two results apart: the config and every setting column (the method
+    table's, :func:`~segearth_ov.evaluation.catalog.settings_columns`)."""
+    return ['config'] + settings_columns()
+
+
+def sheets() -> Tuple[Tuple[str, List[str]], ...]:
+    """``(title, columns)`` of the workbook's two sheets."""
+    summary = ['config', 'dataset', 'task'] + settings_columns() + RESULT_COLUMNS
+    return ('summary', summary), ('per_class', key_columns() + ['class', 'IoU'])
+
+
 STATUS_OK = 'ok'
 STATUS_MISSING = 'missing data'
 
@@ -48,7 +63,7 @@ def _key_value(value) -> str:
 
 
 def _key(row: dict) -> tuple:
-    return tuple(_key_value(row.get(column)) for column in KEY)
+    return tuple(_key_value(row.get(column)) for column in key_columns())
 
 
 def _read_sheet(book, title: str, path: Path) -> Tuple[List[str], List[dict]]:
@@ -57,6 +72,8 @@ def _read_sheet(book, title: str, path: Path) -> Tuple[List[str], List[dict]]:
         return [], []
     rows = book[title].iter_rows(values_only=True)
     header = [str(h) if h is not None else '' for h in next(rows, ())]
+    header = [h if RENAMED_COLUMNS.get(h) in (None, *header) else RENAMED_COLUMNS[h]
+              for h in header]
     if 'config' not in header or (title == 'summary' and 'status' not in header):
         raise NotAResultsBook(f'{path}: sheet {title!r} has no config/status columns, so it is '
                               f'not a segearth-ov results workbook; pass another --results')
@@ -100,7 +117,7 @@ class ResultsBook:
         self.path = Path(path)
         self.summary: List[dict] = []
         self.per_class: List[dict] = []
-        self._extra = {title: [] for title, _ in SHEETS}
+        self._extra = {title: [] for title, _ in sheets()}
         self._book = None
         if load and self.path.exists():
             self._load()
@@ -129,7 +146,7 @@ class ResultsBook:
         except Exception as error:  # a bad zip, XML or openpyxl's own errors
             raise ValueError(f'results workbook {self.path} cannot be read ({type(error).__name__}'
                              f': {error})') from error
-        for title, columns in SHEETS:
+        for title, columns in sheets():
             header, rows = _read_sheet(book, title, self.path)
             self._extra[title] = [h for h in header if h and h not in columns]
             setattr(self, title, rows)
@@ -148,11 +165,12 @@ class ResultsBook:
         user's own columns of a replaced row are kept."""
         key = _key(row)
         old = self.find(row) or {}
+        summary_columns = dict(sheets())['summary']
         self.summary = [r for r in self.summary if _key(r) != key] + [
-            dict({k: v for k, v in old.items() if k not in SUMMARY}, **row)]
+            dict({k: v for k, v in old.items() if k not in summary_columns}, **row)]
         self.per_class = [r for r in self.per_class if _key(r) != key]
         for name, iou in (per_class or {}).items():
-            self.per_class.append(dict({column: row.get(column) for column in KEY}, **{
+            self.per_class.append(dict({column: row.get(column) for column in key_columns()}, **{
                 'class': name, 'IoU': None if math.isnan(iou) else iou}))
 
     def commit(self, row: dict, per_class: Optional[Dict[str, float]] = None) -> None:
@@ -166,7 +184,7 @@ class ResultsBook:
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         book = self._book or Workbook()
-        for index, (title, columns) in enumerate(SHEETS):
+        for index, (title, columns) in enumerate(sheets()):
             position = index
             if title in book.sheetnames:  # rewritten in place: other sheets stay as they are
                 position = book.sheetnames.index(title)
@@ -185,7 +203,8 @@ class ResultsBook:
             tmp.write_text(self.markdown())
 
     def markdown(self) -> str:
-        lines = ['| ' + ' | '.join(SUMMARY) + ' |', '|' + '---|' * len(SUMMARY)]
-        lines += ['| ' + ' | '.join(_cell(row.get(column)) for column in SUMMARY) + ' |'
+        columns = dict(sheets())['summary']
+        lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+        lines += ['| ' + ' | '.join(_cell(row.get(column)) for column in columns) + ' |'
                   for row in self.summary]
         return '\n'.join(lines) + '\n'

@@ -20,7 +20,7 @@ from mmseg.registry import MODELS
 
 from ..distributed import process_group
 from ..engine.metrics import PER_CLASS_PREFIX
-from .catalog import PAPER_METHOD, PAPER_MIOU, benchmark_task, config_name, model_settings
+from .catalog import benchmark_task, config_name, model_settings, published_miou
 from .results import STATUS_OK
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
@@ -140,7 +140,7 @@ def results_row(config_path: str, cfg: Config, result: Optional[EvalResult] = No
         row.update({key: result.metrics.get(key) for key in ('aAcc', 'mIoU', 'mAcc')})
         row.update({'images': result.images,
                     'images/s': round(result.images / max(result.seconds, 1e-9), 3)})
-        paper = PAPER_MIOU.get(name) if row['method'] == PAPER_METHOD else None
+        paper = published_miou(row['method'], name)
         if paper is not None:
             row.update({'paper mIoU': paper,
                         'mIoU - paper': round(float(row['mIoU']) - paper, 2)})
