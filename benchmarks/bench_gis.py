@@ -125,6 +125,7 @@ def write_scene(path: str, side: int, seed: int = 0) -> None:
 
 def random_weights(path: str) -> None:
     import torch
+
     from segearth_ov.weights import build_clip
     torch.manual_seed(0)
     torch.save(build_clip('ViT-B-16', None)[0].state_dict(), path)

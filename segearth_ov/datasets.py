@@ -16,8 +16,7 @@ import os.path as osp
 from typing import Dict, List, Optional, Tuple
 
 from mmcv.transforms import BaseTransform
-from mmseg.datasets import (BaseSegDataset, ISPRSDataset, LoveDADataset, PotsdamDataset,
-                            iSAIDDataset)
+from mmseg.datasets import BaseSegDataset, ISPRSDataset, LoveDADataset, PotsdamDataset, iSAIDDataset
 from mmseg.registry import DATASETS, TRANSFORMS
 
 DATA_ROOT_ENV = 'SEGEARTH_OV_DATA'
@@ -37,6 +36,7 @@ def read_split_list(path, hint: str = '') -> List[str]:
 
 
 def resolve_data_root(data_root: str) -> str:
+    """A config's relative ``data_root`` under :func:`benchmark_data_root`."""
     if not data_root or osp.isabs(data_root):
         return data_root
     return osp.join(benchmark_data_root(), data_root)

@@ -13,6 +13,7 @@ DEBUG_ENV = 'SEGEARTH_OV_DEBUG'
 
 
 def debug_enabled(flag: bool = False) -> bool:
+    """Whether errors show tracebacks: ``--debug`` or the environment variable."""
     return flag or os.environ.get(DEBUG_ENV, '') not in ('', '0')
 
 

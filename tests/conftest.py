@@ -8,9 +8,9 @@ os.environ.setdefault('SEGEARTH_OV_TEXT_CACHE', tempfile.mkdtemp(prefix='segeart
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
 
 import segearth_ov  # noqa: E402,F401  (compat shim + registration before mmseg imports)
-from mmengine.registry import init_default_scope  # noqa: E402
 
 init_default_scope('mmseg')  # what a config's default_scope does for the Runner
 

@@ -262,8 +262,9 @@ def test_sar_configs_use_the_simfeatup_upsampler(name):
 
 
 def test_sar_whole_image_mode_upsamples_14_to_224():
-    from segearth_ov.models import SegEarthOV
     import torch
+
+    from segearth_ov.models import SegEarthOV
     model_cfg = load('cfg_whu_sar.py').model
     model_cfg = dict(model_cfg, clip=dict(arch='ViT-B-16', pretrained=None),
                      upsampler=dict(type='jbu_one'), name_path=str(REPO / model_cfg.name_path),

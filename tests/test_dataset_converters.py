@@ -9,8 +9,8 @@ from PIL import Image
 
 from segearth_ov.dataset_converters import (OutputConflict, OutputWriter, convert_binary_masks,
                                             convert_inria, convert_isaid, convert_isprs,
-                                            convert_loveda, convert_openearthmap,
-                                            convert_uavid, convert_wbs_si, convert_xbd, main)
+                                            convert_loveda, convert_openearthmap, convert_uavid,
+                                            convert_wbs_si, convert_xbd, main)
 from segearth_ov.dataset_converters.sets import POTSDAM_SPLITS
 
 # the published Inria evaluation tiles, written out independently of the converter
@@ -516,8 +516,7 @@ def test_zip_member_with_bad_crc_is_named(tmp_path, capsys):
 
 def test_every_converter_option_reaches_its_converter():
     """Each subcommand's own options are parameters of its converter (none ignored)."""
-    from segearth_ov.dataset_converters.cli import (COMMON_OPTIONS, build_parser,
-                                                    converter_options)
+    from segearth_ov.dataset_converters.cli import COMMON_OPTIONS, build_parser, converter_options
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == 'set').choices
     for name, sub in commands.items():

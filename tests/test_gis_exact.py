@@ -14,10 +14,10 @@ from affine import Affine
 from scipy import ndimage
 from shapely.geometry import shape
 
+from scenes_util import smooth_scene, write_geotiff
 from segearth_ov.apis.cli import main
 from segearth_ov.apis.vectorize import vectorize_labels
 from segearth_ov.visualize import class_palette
-from scenes_util import smooth_scene, write_geotiff
 
 NAMES = ['background', 'house', 'road', 'water']
 BASE = ['--clip', 'ViT-S-16', '--pretrained', 'none', '--upsampler', 'none', '--quiet',

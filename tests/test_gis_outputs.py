@@ -10,12 +10,12 @@ import torch
 from affine import Affine
 from scipy import ndimage
 
+from scenes_util import smooth_scene, write_geotiff
 from segearth_ov.apis import OpenVocabSegmenter
 from segearth_ov.apis.cli import main
 from segearth_ov.apis.label_maps import CONFIDENCE_NODATA
 from segearth_ov.apis.outputs import OutputOptions
 from segearth_ov.apis.vectorize import vectorize_labels
-from scenes_util import smooth_scene, write_geotiff
 
 NAMES = ['background', 'house', 'road', 'water']
 PIXEL = 0.5  # m, EPSG:32632 (scenes_util)
@@ -259,8 +259,9 @@ def test_aoi_needs_a_georeferenced_input(tmp_path, capsys):
 
 
 def test_scene_transform_is_used_for_pixel_areas():
-    from segearth_ov.apis.scenes import pixel_area_m2
     from rasterio.crs import CRS
+
+    from segearth_ov.apis.scenes import pixel_area_m2
     assert pixel_area_m2(CRS.from_epsg(32632), Affine(0.3, 0, 0, 0, -0.3, 0)) == \
         pytest.approx(0.09)
     assert pixel_area_m2(CRS.from_epsg(4326), Affine(0.1, 0, 0, 0, -0.1, 0)) is None

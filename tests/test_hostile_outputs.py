@@ -13,8 +13,8 @@ import pytest
 import rasterio
 import torch
 
-from segearth_ov.apis.cli import main
 from scenes_util import smooth_scene, write_geotiff
+from segearth_ov.apis.cli import main
 
 BASE = ['--clip', 'ViT-S-16', '--pretrained', 'none', '--upsampler', 'none', '--tile', '64',
         '--overlap', '16', '--quiet', '--device', 'cpu', '--classes', 'road;water;tree']
@@ -246,6 +246,7 @@ def test_world_and_continent_areas_cover_the_scene(tmp_path):
 
 def test_an_area_is_known_by_what_was_read(tmp_path):
     import fiona
+
     from segearth_ov.apis.aoi import AreaOfInterest
     ring = [[7.0, 50.9], [7.2, 50.9], [7.2, 51.1], [7.0, 51.1], [7.0, 50.9]]
     as_json = geojson(tmp_path / 'a.geojson', [ring])
@@ -307,6 +308,7 @@ def test_bad_areas_are_refused_before_the_model_is_built(tmp_path, capsys, monke
 def test_a_large_area_is_read_in_bulk(tmp_path):
     import pyogrio
     import shapely
+
     from segearth_ov.apis.aoi import AreaOfInterest
     x, y = np.meshgrid(np.arange(200) * 0.01 + 7, np.arange(100) * 0.01 + 50)
     boxes = shapely.box(x.ravel(), y.ravel(), x.ravel() + 0.006, y.ravel() + 0.006)
@@ -375,6 +377,7 @@ def test_names_that_fit_the_context_pass_and_one_token_more_does_not():
 
 def test_large_unreferenced_results_are_tiled_geotiffs(tmp_path, monkeypatch):
     from PIL import Image
+
     from segearth_ov.apis import label_maps
     inputs = tmp_path / 'in'
     inputs.mkdir()
@@ -428,6 +431,7 @@ def test_tracebacks_become_one_paragraph(tmp_path, capsys):
 
 def test_a_sam3_checkpoint_of_wrong_shapes_names_the_tensor(tmp_path):
     from safetensors.torch import save_file
+
     from segearth_ov.weights import build_sam3
     from test_segearth_ov3 import SMALL
     state = build_sam3(None, SMALL).state_dict()

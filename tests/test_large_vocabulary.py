@@ -10,9 +10,9 @@ import rasterio
 import torch
 
 from conftest import REPO, small_segmentor
+from scenes_util import smooth_scene, write_geotiff
 from segearth_ov.apis import OpenVocabSegmenter
 from segearth_ov.geometry import core_spans, tile_cores, tile_grid, tile_spans
-from scenes_util import smooth_scene, write_geotiff
 
 SKYSENSE_SCALE = 1763
 

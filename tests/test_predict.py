@@ -11,10 +11,10 @@ import pytest
 import rasterio
 
 from conftest import shared_path
+from scenes_util import smooth_scene, write_geotiff
 from segearth_ov.apis import ClassQueries
 from segearth_ov.apis.cli import main
 from segearth_ov.geometry import tile_grid
-from scenes_util import smooth_scene, write_geotiff
 
 
 def parse_classes(classes):

@@ -15,10 +15,10 @@ import rasterio
 import torch
 from PIL import Image
 
+from scenes_util import smooth_scene, write_geotiff
 from segearth_ov.apis import OpenVocabSegmenter
 from segearth_ov.apis.cli import main
 from segearth_ov.apis.label_maps import LabelWriter
-from scenes_util import smooth_scene, write_geotiff
 
 CLASSES = ['building,roof', 'road', 'water', 'tree']
 BASE = ['--clip', 'ViT-S-16', '--pretrained', 'none', '--upsampler', 'none', '--tile', '64',

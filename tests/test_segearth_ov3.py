@@ -383,6 +383,7 @@ META_KEYS = REPO / 'tests' / 'fixtures' / 'sam3_meta_keys.json'
 def full_size_on_meta_device():
     """The published Sam3Model's tensors (names, shapes; no memory) and its modules."""
     from transformers import Sam3Model
+
     from segearth_ov.weights import sam3_config
     with torch.device('meta'):
         return Sam3Model(sam3_config())
@@ -555,8 +556,9 @@ def small_config(folder, base, weights, **dataset):
 def test_benchmark_evaluates_into_the_workbook_beside_segearth_ov(small_weights, tmp_path,
                                                                    capsys):
     import cv2
-    from test_eval_tools import make_set, summary_rows, write_config
+
     from segearth_ov.evaluation.cli import eval_main
+    from test_eval_tools import make_set, summary_rows, write_config
     make_set(tmp_path / 'data', 7, count=3, size=(40, 48))
     config = small_config(tmp_path / 'configs', 'segearth_ov3/cfg_uavid.py', small_weights,
                           data_root=str(tmp_path / 'data'),
@@ -596,9 +598,10 @@ def test_benchmark_evaluates_into_the_workbook_beside_segearth_ov(small_weights,
 
 
 def test_predict_runs_segearth_ov3(small_weights, tmp_path, capsys):
+    import rasterio
+
     from scenes_util import smooth_scene, write_geotiff
     from segearth_ov.apis.cli import main
-    import rasterio
     write_geotiff(tmp_path / 'scene.tif', smooth_scene(48, 56))
     config = small_config(tmp_path / 'configs', 'segearth_ov3/cfg_uavid.py', small_weights)
     args = ['predict', str(tmp_path / 'scene.tif'), '--out', str(tmp_path / 'out'),
@@ -632,8 +635,8 @@ def test_predict_runs_segearth_ov3(small_weights, tmp_path, capsys):
 def test_eval_all_runs_the_sam3_configs(tmp_path, monkeypatch, capsys):
     """eval_all over configs/segearth_ov3 without data: one 'missing data' row per
     benchmark, keyed as SegEarth-OV3 rows (no model is built for a missing set)."""
-    from test_eval_tools import summary_rows
     from segearth_ov.evaluation.cli import eval_all_main
+    from test_eval_tools import summary_rows
     monkeypatch.setenv('SEGEARTH_OV_DATA', str(tmp_path / 'no_data'))
     results = tmp_path / 'r.xlsx'
     assert eval_all_main(['--config-dir', str(REPO / 'configs' / 'segearth_ov3'),

@@ -2,10 +2,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
-from conftest import small_segmentor
 from mmseg.structures import SegDataSample
 
+from conftest import small_segmentor
 from segearth_ov.models import SegEarthOV
 from segearth_ov.models.data_preprocessor import RSDataPreProcessor, select_bands
 from segearth_ov.models.global_bias import alleviate_global_bias

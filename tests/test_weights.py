@@ -7,8 +7,7 @@ import open_clip
 import pytest
 import torch
 
-from segearth_ov.weights import (build_clip, download_simfeatup, git_blob_sha1,
-                                 resolve_clip)
+from segearth_ov.weights import build_clip, download_simfeatup, git_blob_sha1, resolve_clip
 
 
 @pytest.fixture(scope='module')

@@ -11,4 +11,5 @@ if [ "${1:-}" = "--fast" ]; then
 fi
 bash tools/setup_env.sh
 .venv/bin/ruff check .
+.venv/bin/isort --check-only --diff segearth_ov tests tools benchmarks setup.py
 exec .venv/bin/python -m pytest -q tests "${marker[@]}" "$@"

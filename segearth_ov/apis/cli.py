@@ -11,9 +11,9 @@ from typing import List, Optional, Tuple
 from ..distributed import all_agree, launched_rank, launched_world, process_group
 from ..errors import USER_ERRORS, report
 from ..fileio import IMAGE_SUFFIXES, checked_folder, writable_folder
-from .cli_parser import build_parser
 from ..geometry import check_tiling
 from ..models import method_options
+from .cli_parser import build_parser
 
 
 def _resolved(path: Path) -> Path:
@@ -228,6 +228,7 @@ EXIT_FILE_ENV = 'SEGEARTH_OV_EXIT_FILE'
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """``segearth-ov`` (console script): 0 done, 1 an input failed, 2 a usage error."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     import segearth_ov  # noqa: F401  (registers the model; applies the mmcv-lite shim)

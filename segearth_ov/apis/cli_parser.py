@@ -65,10 +65,12 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
                                    default=argparse.SUPPRESS, help=option.help)
             else:
                 group.add_argument(option.cli_flag, dest=option.name, choices=option.choices,
-                                   default=argparse.SUPPRESS, help=option.help)
+                                   type=option.type, default=argparse.SUPPRESS,
+                                   help=option.help)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """``segearth-ov predict`` and ``download-weights``."""
     parser = argparse.ArgumentParser(prog='segearth-ov', description='Training-free '
                                      'open-vocabulary segmentation of remote-sensing images.')
     commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')

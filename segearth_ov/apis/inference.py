@@ -22,8 +22,8 @@ from ..models.text import ClassQueries
 from ..visualize import class_palette
 from .aoi import AreaOfInterest, SceneArea
 from .blending import blended_probabilities, top_class_cores
-from .label_maps import CONFIDENCE_NODATA, confidence_to_uint8, label_dtype, nodata_label, \
-    raster_suffix
+from .label_maps import (CONFIDENCE_NODATA, confidence_to_uint8, label_dtype, nodata_label,
+                         raster_suffix)
 from .outputs import OutputOptions, output_paths
 from .run_folder import FolderLock, WrittenFiles, changed_since
 from .scene_files import write_scene

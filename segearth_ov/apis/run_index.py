@@ -18,6 +18,7 @@ from .run_folder import run_folder
 
 
 def utc_now() -> str:
+    """The time now, ISO 8601 in UTC to the second."""
     return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
 
 

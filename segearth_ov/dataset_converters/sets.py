@@ -13,8 +13,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 from tqdm import tqdm
 
 from ..datasets import read_split_list
-from .labels import (ISPRS_COLOURS, UAVID_COLOURS, binarize, colour_to_index, crops,
-                     isaid_colours)
+from .labels import ISPRS_COLOURS, UAVID_COLOURS, binarize, colour_to_index, crops, isaid_colours
 from .sources import Source, find_sources, read_mask, read_rgb
 from .writer import OutputWriter
 

@@ -13,6 +13,7 @@ GROUPS = ('optical', 'sar', 'semseg', 'building', 'road', 'water')
 
 
 def config_name(path: str) -> str:
+    """``configs/cfg_loveda.py`` -> ``cfg_loveda``."""
     return osp.splitext(osp.basename(path))[0]
 
 
@@ -24,6 +25,7 @@ def benchmark_task(name: str, cfg: Config) -> str:
 
 
 def in_group(name: str, cfg: Config, group: str) -> bool:
+    """Whether a benchmark belongs to a ``--group`` of :data:`GROUPS`."""
     task = benchmark_task(name, cfg)
     if group == 'optical':
         return task != 'sar'

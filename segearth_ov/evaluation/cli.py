@@ -65,6 +65,7 @@ def open_results(path: str) -> ResultsBook:
 
 
 def eval_main(argv: Optional[List[str]] = None) -> int:
+    """``tools/eval.py``: evaluate one config into the results workbook."""
     parser = argparse.ArgumentParser(
         description='Evaluate one benchmark config (mmseg tools/test.py conventions) and '
                     'store its row in the results workbook.')
@@ -122,6 +123,7 @@ def _in_group(path: str, group: str) -> bool:
 
 
 def eval_all_main(argv: Optional[List[str]] = None) -> int:
+    """``tools/eval_all.py``: evaluate every config of a group, one process each."""
     parser = argparse.ArgumentParser(
         description='Evaluate every benchmark config. The workbook is saved after each '
                     'config; a re-run skips configs whose row exists for the same model '

@@ -29,6 +29,8 @@ _RUNS = itertools.count()
 
 @dataclass
 class EvalResult:
+    """The metrics of one evaluation, with its image count and duration."""
+
     metrics: Dict[str, float]
     images: int
     seconds: float
@@ -119,6 +121,7 @@ def evaluate(cfg: Config) -> EvalResult:
 
 
 def git_commit() -> str:
+    """The repository's short commit hash, or ``unknown`` outside a git checkout."""
     try:
         return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
                               text=True, check=True, timeout=10,
@@ -156,6 +159,7 @@ def failed_row(config_path: str, error: BaseException) -> dict:
 
 
 def world_size_note() -> str:
+    """How many processes evaluate, on which device, for the log."""
     return f'{get_dist_info()[1]} process(es), ' + ('cuda' if torch.cuda.is_available()
                                                      else 'cpu')
 

@@ -35,22 +35,27 @@ def _sdpa(a: Tensor, b: Tensor, v: Tensor, bias: Optional[Tensor] = None) -> Ten
 
 
 def segearth_attention(q: Tensor, k: Tensor, v: Tensor, grid: Tuple[int, int]) -> Tensor:
+    """q-q, k-k and v-v attention, summed (SegEarth-OV)."""
     return _sdpa(q, q, v) + _sdpa(k, k, v) + _sdpa(v, v, v)
 
 
 def sclip_attention(q: Tensor, k: Tensor, v: Tensor, grid: Tuple[int, int]) -> Tensor:
+    """q-q plus k-k attention (SCLIP)."""
     return _sdpa(q, q, v) + _sdpa(k, k, v)
 
 
 def clearclip_attention(q: Tensor, k: Tensor, v: Tensor, grid: Tuple[int, int]) -> Tensor:
+    """q-q attention (ClearCLIP)."""
     return _sdpa(q, q, v)
 
 
 def maskclip_attention(q: Tensor, k: Tensor, v: Tensor, grid: Tuple[int, int]) -> Tensor:
+    """The values alone (MaskCLIP)."""
     return v
 
 
 def vanilla_attention(q: Tensor, k: Tensor, v: Tensor, grid: Tuple[int, int]) -> Tensor:
+    """CLIP's own q-k attention."""
     return _sdpa(q, k, v)
 
 
@@ -73,6 +78,7 @@ def neighbourhood_bias(grid: Tuple[int, int], std: float = 1.0, *,
 
 
 def naclip_attention(q: Tensor, k: Tensor, v: Tensor, grid: Tuple[int, int]) -> Tensor:
+    """k-k attention with a Gaussian neighbourhood bias (NACLIP)."""
     bias = neighbourhood_bias(grid, dtype=k.dtype, device=k.device)
     return _sdpa(k, k, v, bias)
 

@@ -9,7 +9,7 @@ it resolves its weights, how a results row describes it) is declared on the clas
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from mmseg.registry import MODELS
 
@@ -23,13 +23,15 @@ class MethodOption:
     (``OpenVocabSegmenter(..., name=value)``) and by flag on the command line; the method's
     ``build_for_predict`` turns it into model arguments.
 
-    ``flag`` defaults to ``--name-with-dashes``; a boolean option whose default is True is
-    a ``--no-...`` switch that stores False."""
+    ``flag`` defaults to ``--name-with-dashes``; ``type`` converts the command line's text
+    (a usage error when it raises ``ValueError``); a boolean option whose default is True
+    is a ``--no-...`` switch that stores False."""
     name: str
     default: object
     help: str
     choices: Optional[Tuple[str, ...]] = None
     flag: str = ''
+    type: Optional[Callable[[str], object]] = None
 
     @property
     def cli_flag(self) -> str:

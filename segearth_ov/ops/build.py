@@ -62,6 +62,7 @@ def cuda_arch_list() -> str:
 
 
 def cache_dir() -> Path:
+    """Where JIT-built extensions go, per torch and Python version."""
     import torch
     default = Path.home() / '.cache' / 'segearth_ov' / 'ext' / (
         f'torch{torch.__version__.replace("+", "_")}-py{sys.version_info[0]}{sys.version_info[1]}')

@@ -14,6 +14,7 @@ from .trainer import TrainConfig, Trainer
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """``tools/train_upsampler.py``'s options, one per :class:`TrainConfig` field."""
     parser = argparse.ArgumentParser(
         description='Train a SimFeatUp upsampler without labels. Writes work_dir/'
                     'upsampler_step<N>.ckpt (upsampler.* weights, Lightning layout: load with '
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """``tools/train_upsampler.py``: 0 trained, 2 a usage or input error."""
     args = build_parser().parse_args(argv)
     rank, world = 0, 1
     if args.launcher == 'pytorch':

@@ -5,8 +5,8 @@ un-jittered image, so the upsampler must be consistent across views.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import random
+from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -14,6 +14,8 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Jitter:
+    """One random zoom, crop and flip of a training image."""
+
     zoom: float   # >= 1
     top: int      # crop offset in the padded (and zoomed) image
     left: int

@@ -30,6 +30,8 @@ STATE_FILE = 'train_state.pth'
 
 @dataclass
 class TrainConfig:
+    """Every setting of an upsampler training run."""
+
     images: str
     clip: str = 'ViT-B-16'
     pretrained: Optional[str] = 'openai'

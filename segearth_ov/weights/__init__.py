@@ -17,16 +17,16 @@ CLIP ``pretrained`` may be
   OpenAI state dict, ...) or to OpenAI's own TorchScript archive (``ViT-B-16.pt``), loaded
   strictly.
 """
-from .clip import (LOCAL_OPENAI, NO_CLIP_HELP, OPENAI_METADATA_KEYS, QUICK_GELU_SUFFIX,
-                   base_arch, build_clip, clip_patch_size, download_clip, pretrained_is_cached,
+from .clip import (LOCAL_OPENAI, NO_CLIP_HELP, OPENAI_METADATA_KEYS, QUICK_GELU_SUFFIX, base_arch,
+                   build_clip, clip_patch_size, download_clip, pretrained_is_cached,
                    read_clip_weights, resolve_clip, unwrap_state_dict, uses_quick_gelu,
                    weights_identity)
 from .files import (CHECKPOINTS, describe_key_mismatch, describe_weights, git_blob_sha1,
                     is_torchscript_archive, looks_like_path, no_weights, read_checkpoint,
                     read_torchscript_state)
-from .sam3 import (NO_TRANSFORMERS_HELP, SAM3_CHECKPOINT, SAM3_HELP, SAM3_IGNORED,
-                   SAM3_KEY_RULES, SAM3_LAYER_NORM_EPS, build_sam3, read_sam3_state,
-                   sam3_config, sam3_meta_to_transformers)
+from .sam3 import (NO_TRANSFORMERS_HELP, SAM3_CHECKPOINT, SAM3_HELP, SAM3_IGNORED, SAM3_KEY_RULES,
+                   SAM3_LAYER_NORM_EPS, build_sam3, read_sam3_state, sam3_config,
+                   sam3_meta_to_transformers)
 from .simfeatup import (SIMFEATUP, SIMFEATUP_BLOB, SIMFEATUP_URL, download_simfeatup,
                         read_upsampler_state, resolve_upsampler)
 

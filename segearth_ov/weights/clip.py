@@ -15,9 +15,8 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from .files import (CHECKPOINTS, describe_key_mismatch, describe_weights,
-                    is_torchscript_archive, looks_like_path, no_weights, read_checkpoint,
-                    read_torchscript_state)
+from .files import (CHECKPOINTS, describe_key_mismatch, describe_weights, is_torchscript_archive,
+                    looks_like_path, no_weights, read_checkpoint, read_torchscript_state)
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +32,8 @@ QUICK_GELU_SUFFIX = '-quickgelu'
 
 
 def unwrap_state_dict(obj, path: str) -> dict:
+    """The tensors of a checkpoint, whatever it was saved under (``state_dict``,
+    ``model``, ``module.`` prefixes); ``ValueError`` naming ``path`` otherwise."""
     for key in ('state_dict', 'model', 'module'):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]

@@ -24,6 +24,7 @@ def no_weights(value) -> bool:
 
 
 def looks_like_path(pretrained: str) -> bool:
+    """Whether a weights setting names a file rather than an open_clip tag."""
     return (os.sep in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES)
             or os.path.exists(pretrained))
 
@@ -62,6 +63,7 @@ def read_torchscript_state(path: str) -> Dict[str, torch.Tensor]:
 
 
 def describe_key_mismatch(missing, unexpected, limit: int = 12) -> str:
+    """Missing and unexpected state-dict keys, at most ``limit`` of each, for an error."""
     parts = []
     for label, keys in (('missing', missing), ('unexpected', unexpected)):
         if keys:
