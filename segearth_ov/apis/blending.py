@@ -11,7 +11,7 @@ tile covers come out as ``None``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -100,7 +100,7 @@ class TileBlender:
         return released
 
 
-def _tile_outputs(scene: Scene, tiles: Sequence[Window], fn, scale: float, batch_size: int,
+def tile_outputs(scene: Scene, tiles: Sequence[Window], fn, scale: float, batch_size: int,
                   progress=None, keep: Optional[KeepFn] = None):
     """``(window, fn's output for the tile)`` for every tile, ``None`` for the tiles ``keep``
     rejects (given first). Tiles are read resampled by ``scale``, ``batch_size`` at a time;
@@ -138,12 +138,21 @@ def blended_probabilities(scene: Scene, prob_fn: ProbabilityFn, tile: int, overl
     Tiles of ``tile`` scene pixels are read (resampled by ``scale`` for the model, the
     probabilities resized back), run ``batch_size`` at a time, and blended in the overlaps.
     """
-    import torch
-    import torch.nn.functional as F
     check_tiling(tile, overlap, scale, batch_size)
     tiles = tile_grid(scene.height, scene.width, tile, overlap)
-    blender = TileBlender(scene.height, scene.width, tiles, overlap)
-    for window, p in _tile_outputs(scene, tiles, prob_fn, scale, batch_size, progress, keep):
+    yield from blend_tiles(scene.height, scene.width, tiles, overlap, tile_outputs(
+        scene, tiles, prob_fn, scale, batch_size, progress, keep))
+
+
+def blend_tiles(height: int, width: int, tiles: Sequence[Window], overlap: int,
+                outputs: Iterable[Tuple[Window, Optional[np.ndarray]]]
+                ) -> Iterator[Tuple[Window, Optional[np.ndarray]]]:
+    """:func:`blended_probabilities` of tile probabilities ``(window, [C, h, w] at the
+    model's size, or None)`` computed elsewhere (every tile of ``tiles``, in any order)."""
+    import torch
+    import torch.nn.functional as F
+    blender = TileBlender(height, width, tiles, overlap)
+    for window, p in outputs:
         shape = (window[1] - window[0], window[3] - window[2])
         if p is not None and p.shape[-2:] != shape:
             p = F.interpolate(torch.from_numpy(np.ascontiguousarray(p))[None], shape,
@@ -164,7 +173,7 @@ def top_class_cores(scene: Scene, top_fn: TopClassFn, tile: int, overlap: int, s
     check_tiling(tile, overlap, scale, batch_size)
     tiles = tile_grid(scene.height, scene.width, tile, overlap)
     cores = dict(zip(tiles, tile_cores(scene.height, scene.width, tile, overlap)))
-    for window, out in _tile_outputs(scene, tiles, top_fn, scale, batch_size, progress, keep):
+    for window, out in tile_outputs(scene, tiles, top_fn, scale, batch_size, progress, keep):
         core = cores[window]
         if out is None:
             yield core, None

@@ -15,8 +15,7 @@ import torch
 
 from ..fileio import file_identity, remove_temporary, stale_temporaries, writable_folder
 from ..geometry import Window, check_tiling
-from ..models.methods import (DEFAULT_METHOD, get_method, method_names, method_of_model,
-                              method_options, owners_of)
+from ..models.methods import choose_method, split_options
 from ..models.postprocess import threshold_to_background
 from ..models.text import ClassQueries
 from ..visualize import class_palette
@@ -25,6 +24,7 @@ from .blending import blended_probabilities, top_class_cores
 from .label_maps import (CONFIDENCE_NODATA, confidence_to_uint8, label_dtype, nodata_label,
                          raster_suffix)
 from .outputs import OutputOptions, output_paths
+from .prepared import PreparedCache, PreparedImage
 from .run_folder import FolderLock, WrittenFiles, changed_since
 from .scene_files import write_scene
 from .scene_split import ScenePart, compute_part
@@ -32,44 +32,7 @@ from .scenes import ArrayScene, RasterScene, Scene, raster_session
 
 logger = logging.getLogger(__name__)
 
-__all__ = ['OpenVocabSegmenter', 'ScenePart', 'choose_method']
-
-
-def choose_method(method: Optional[str], config) -> Tuple[type, dict]:
-    """The method class (``method``, else the config's model, else the default) and the
-    config's model settings that carry over to another class list (the method's
-    ``CONFIG_SETTINGS``)."""
-    chosen = get_method(method) if method is not None else None
-    settings, config_class = {}, None
-    if config:
-        from mmengine.config import Config
-        if not Path(config).is_file():
-            raise FileNotFoundError(f'config {config} not found')
-        model = Config.fromfile(str(config)).model
-        config_class = method_of_model(model.get('type'))
-        if config_class is None:
-            raise ValueError(f'config {config} has a {model.get("type")} model; predict runs '
-                             f'the methods {", ".join(method_names())}')
-        settings = {key: model[key] for key in config_class.CONFIG_SETTINGS if key in model}
-    if chosen is not None and config_class is not None and chosen is not config_class:
-        raise ValueError(f'--method {method} runs {chosen.__name__}, but config {config} is a '
-                         f'{config_class.__name__} config')
-    return chosen or config_class or get_method(DEFAULT_METHOD), settings
-
-
-def split_options(method_class: type, given: dict) -> Tuple[dict, dict]:
-    """``(the method's user options, model arguments)`` of keyword arguments; a user option
-    of another method is refused, naming the method it belongs to."""
-    known = method_options()
-    options = {name: value for name, value in given.items() if name in known}
-    mine = {option.name for option in method_class.OPTIONS}
-    for name, value in options.items():
-        if name not in mine and value != known[name].default:
-            raise ValueError(f'{known[name].cli_flag} ({name}=) is an option of '
-                             f'--method {" or ".join(owners_of(name))}, not of '
-                             f'{method_class.CLI_NAME}')
-    return ({k: v for k, v in options.items() if k in mine},
-            {k: v for k, v in given.items() if k not in known})
+__all__ = ['OpenVocabSegmenter', 'ScenePart']
 
 
 class OpenVocabSegmenter:
@@ -92,6 +55,7 @@ class OpenVocabSegmenter:
         outputs: :class:`OutputOptions` (polygons, COG, confidence, area of interest).
         area: the :class:`~segearth_ov.apis.aoi.AreaOfInterest` of ``outputs.aoi``, when the
             caller has read it already.
+        prepared_bytes: the memory that images kept by :meth:`prepare` may hold (4 GiB).
         **options: the method's own options (its ``OPTIONS``: for SegEarth-OV ``clip``,
             ``pretrained``, ``upsampler``, ``upsampler_checkpoint``, ``text_cache``; for
             SegEarth-OV3 ``sam3_checkpoint``) and any other argument of its model class
@@ -102,7 +66,8 @@ class OpenVocabSegmenter:
                  device: Optional[str] = None, batch_size: int = 4, tile: int = 1024,
                  overlap: int = 128, scale: float = 1.0, bands: Optional[Sequence[int]] = None,
                  class_chunk: int = 64, outputs: OutputOptions = OutputOptions(),
-                 area: Optional[AreaOfInterest] = None, **options):
+                 area: Optional[AreaOfInterest] = None, prepared_bytes: int = 4 << 30,
+                 **options):
         check_tiling(tile, overlap, scale, batch_size)  # before anything heavy is built
         if class_chunk < 1:
             raise ValueError(f'--class-chunk must be >= 1, got {class_chunk}')
@@ -115,9 +80,7 @@ class OpenVocabSegmenter:
         if str(device or '').startswith('cuda') and not torch.cuda.is_available():
             raise ValueError('--device cuda: torch sees no CUDA device here (a CPU-only '
                              'machine, or a driver problem); use --device cpu')
-        self.class_queries = ClassQueries.parse(classes)
-        self.class_lines = list(self.class_queries.lines)
-        self.class_names = list(self.class_queries.class_names)
+        self._use_classes(ClassQueries.parse(classes))
         settings.update(model_options)
         self.device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
         self.batch_size, self.tile, self.overlap, self.scale = batch_size, tile, overlap, scale
@@ -127,8 +90,7 @@ class OpenVocabSegmenter:
             self.class_queries, user_options, settings)
         self.model = model.to(self.device).eval()
         self.method = method_class.METHOD
-        self.palette = class_palette(len(self.class_lines))
-        self.nodata = nodata_label(self.num_classes)
+        self.prepared = PreparedCache(prepared_bytes)
         # what a finished output was computed with: a rerun with equal settings skips it
         self.settings = json.loads(json.dumps(dict(
             method=self.method, classes=self.class_lines, backbone=backbone,
@@ -137,6 +99,41 @@ class OpenVocabSegmenter:
             class_chunk=class_chunk if self.large_vocabulary else None,
             outputs=outputs.settings(self.aoi.hash if self.aoi else None)), default=str,
             allow_nan=False))
+
+    def _use_classes(self, queries: ClassQueries) -> None:
+        self.class_queries = queries
+        self.class_lines = list(queries.lines)
+        self.class_names = list(queries.class_names)
+        self.palette = class_palette(len(self.class_lines))
+        self.nodata = nodata_label(self.num_classes)
+
+    def set_classes(self, classes, prob_thd: Optional[float] = None,
+                    bg_idx: Optional[int] = None) -> None:
+        """Segment with another class list from now on (and threshold, background index
+        when given), as if built with them: the model's text side changes, its weights and
+        the prepared images do not."""
+        queries = ClassQueries.parse(classes)
+        self.model.set_vocabulary(queries, prob_thd, bg_idx)
+        self._use_classes(queries)
+        self.settings = dict(self.settings, classes=self.class_lines, model=dict(
+            self.settings['model'], **{k: v for k, v in (('prob_thd', prob_thd),
+                                                         ('bg_idx', bg_idx)) if v is not None}),
+            class_chunk=self.class_chunk if self.large_vocabulary else None)
+
+    def prepare(self, image, region: Optional[Window] = None, key=None,
+                progress=None) -> PreparedImage:
+        """``image`` (an array ``[H, W(, C)]`` or an image file) or its ``region``
+        ``(y1, y2, x1, x2)`` with the model's image side computed and kept:
+        ``prepared.segment(classes)`` then segments it with any vocabulary, exactly as a
+        segmenter built with those classes would, at the cost of the text side. With a
+        ``key`` (e.g. the file and region), a prepared image is kept in :attr:`prepared`
+        (least recently used dropped first, within the memory bound) and returned again."""
+        if key is not None and key in self.prepared:
+            return self.prepared[key]
+        prepared = PreparedImage(self, image, region, progress)
+        if key is not None:
+            self.prepared[key] = prepared
+        return prepared
 
     @property
     def num_classes(self) -> int:
@@ -148,7 +145,7 @@ class OpenVocabSegmenter:
         return self.num_classes > self.class_chunk
 
     # ------------------------------------------------------------------ model on tiles
-    def _batch(self, tiles: np.ndarray) -> torch.Tensor:
+    def model_inputs(self, tiles: np.ndarray) -> torch.Tensor:
         """``[B, h, w, 3]`` uint8 RGB -> the model's preprocessed ``[B, 3, h, w]``."""
         inputs = [torch.from_numpy(np.ascontiguousarray(tile[..., ::-1])).permute(2, 0, 1)
                   for tile in tiles]  # the preprocessor takes BGR, as mmseg loads it
@@ -156,7 +153,7 @@ class OpenVocabSegmenter:
 
     def probabilities(self, tiles: np.ndarray) -> np.ndarray:
         """``[B, h, w, 3]`` uint8 RGB -> ``[B, C, h, w]`` float32 class probabilities."""
-        samples = self.model.predict(self._batch(tiles))
+        samples = self.model.predict(self.model_inputs(tiles))
         return np.stack([s.seg_logits.data.float().cpu().numpy() for s in samples])
 
     def top_classes(self, tiles: np.ndarray) -> List[Tuple[np.ndarray, np.ndarray]]:
@@ -164,7 +161,7 @@ class OpenVocabSegmenter:
         scored ``class_chunk`` classes at a time (no per-class map of the vocabulary)."""
         dtype = label_dtype(self.num_classes)
         return [(labels.cpu().numpy().astype(dtype), probs.float().cpu().numpy())
-                for labels, probs in self.model.top_classes(self._batch(tiles),
+                for labels, probs in self.model.top_classes(self.model_inputs(tiles),
                                                             self.class_chunk)]
 
     def labels_from_probabilities(self, probs: np.ndarray) -> np.ndarray:
@@ -173,6 +170,13 @@ class OpenVocabSegmenter:
         labels = threshold_to_background(torch.from_numpy(probs), self.model.prob_thd,
                                          self.model.bg_idx)
         return labels.numpy().astype(label_dtype(self.num_classes))
+
+    def labels_of_blended(self, blended: Iterator[Tuple[Window, Optional[np.ndarray]]]
+                          ) -> Iterator[Tuple[Window, Optional[Tuple[np.ndarray, np.ndarray]]]]:
+        """``(window, (labels, top probability))`` of blended probabilities (None stays)."""
+        for window, probs in blended:
+            yield window, None if probs is None else (self.labels_from_probabilities(probs),
+                                                      probs.max(axis=0))
 
     def scene_labels(self, scene: Scene, progress=None, area=None,
                      rows: Optional[Tuple[int, int]] = None
@@ -190,11 +194,9 @@ class OpenVocabSegmenter:
             results = top_class_cores(scene, self.top_classes, self.tile, self.overlap,
                                       self.scale, self.batch_size, progress, keep)
         else:
-            results = ((window, None if probs is None else
-                        (self.labels_from_probabilities(probs), probs.max(axis=0)))
-                       for window, probs in blended_probabilities(
-                           scene, self.probabilities, self.tile, self.overlap, self.scale,
-                           self.batch_size, progress, keep))
+            results = self.labels_of_blended(blended_probabilities(
+                scene, self.probabilities, self.tile, self.overlap, self.scale,
+                self.batch_size, progress, keep))
         for window, result in results:
             if rows is not None:  # the part of the window inside the rows
                 top, bottom = max(window[0], rows[0]), min(window[1], rows[1])

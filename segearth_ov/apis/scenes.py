@@ -243,3 +243,37 @@ class ArrayScene:
 
     def close(self) -> None:
         pass
+
+
+class RegionScene:
+    """The window ``(y1, y2, x1, x2)`` of another scene, as a scene of its own: reads are
+    the parent's (its stretch, its no-data), and a georeferenced parent gives the region
+    its CRS and the transform of its top-left pixel."""
+
+    def __init__(self, scene: Scene, window: Window):
+        y1, y2, x1, x2 = window
+        if not (0 <= y1 < y2 <= scene.height and 0 <= x1 < x2 <= scene.width):
+            raise ValueError(f'region {tuple(window)} (y1, y2, x1, x2) is not inside the '
+                             f'{scene.width} x {scene.height} scene')
+        self.scene, self.offset = scene, (y1, x1)
+        self.height, self.width = y2 - y1, x2 - x1
+        self.georeferenced = scene.georeferenced
+        self.crs = getattr(scene, 'crs', None)
+        self.transform = None
+        if self.georeferenced:
+            from rasterio.transform import Affine
+            self.transform = scene.transform @ Affine.translation(x1, y1)
+
+    def _shifted(self, window: Window) -> Window:
+        y1, y2, x1, x2 = window
+        dy, dx = self.offset
+        return y1 + dy, y2 + dy, x1 + dx, x2 + dx
+
+    def read(self, window: Window, out_shape: Optional[Tuple[int, int]] = None) -> np.ndarray:
+        return self.scene.read(self._shifted(window), out_shape)
+
+    def valid(self, window: Window) -> np.ndarray:
+        return self.scene.valid(self._shifted(window))
+
+    def close(self) -> None:
+        self.scene.close()

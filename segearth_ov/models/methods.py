@@ -9,6 +9,7 @@ it resolves its weights, how a results row describes it) is declared on the clas
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 from mmseg.registry import MODELS
@@ -88,3 +89,40 @@ def owners_of(option: str) -> List[str]:
     """The methods that have the option ``option``."""
     return [name for name in method_names()
             if any(o.name == option for o in _METHODS[name].OPTIONS)]
+
+
+def choose_method(method: Optional[str], config) -> Tuple[type, dict]:
+    """The method class (``method``, else the config's model, else the default) and the
+    config's model settings that carry over to another class list (the method's
+    ``CONFIG_SETTINGS``)."""
+    chosen = get_method(method) if method is not None else None
+    settings, config_class = {}, None
+    if config:
+        from mmengine.config import Config
+        if not Path(config).is_file():
+            raise FileNotFoundError(f'config {config} not found')
+        model = Config.fromfile(str(config)).model
+        config_class = method_of_model(model.get('type'))
+        if config_class is None:
+            raise ValueError(f'config {config} has a {model.get("type")} model; predict runs '
+                             f'the methods {", ".join(method_names())}')
+        settings = {key: model[key] for key in config_class.CONFIG_SETTINGS if key in model}
+    if chosen is not None and config_class is not None and chosen is not config_class:
+        raise ValueError(f'--method {method} runs {chosen.__name__}, but config {config} is a '
+                         f'{config_class.__name__} config')
+    return chosen or config_class or get_method(DEFAULT_METHOD), settings
+
+
+def split_options(method_class: type, given: dict) -> Tuple[dict, dict]:
+    """``(the method's user options, model arguments)`` of keyword arguments; a user option
+    of another method is refused, naming the method it belongs to."""
+    known = method_options()
+    options = {name: value for name, value in given.items() if name in known}
+    mine = {option.name for option in method_class.OPTIONS}
+    for name, value in options.items():
+        if name not in mine and value != known[name].default:
+            raise ValueError(f'{known[name].cli_flag} ({name}=) is an option of '
+                             f'--method {" or ".join(owners_of(name))}, not of '
+                             f'{method_class.CLI_NAME}')
+    return ({k: v for k, v in options.items() if k in mine},
+            {k: v for k, v in given.items() if k not in known})

@@ -15,6 +15,7 @@ table (``methods.py``) collects them.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -30,6 +31,32 @@ from .postprocess import (bare_samples, class_chunks, queries_to_classes, runnin
 from .precision import autocast, check_precision
 from .sliding import stitch_windows, window_batches
 from .text import check_query_lengths, segmentor_classes
+
+
+@dataclass
+class PreparedViews:
+    """A batch prepared by :meth:`OpenVocabSegmentor.prepare`: its shape ``(B, 3, H, W)``
+    and ``(jobs, prepared features)`` of every batch of views."""
+    shape: Tuple[int, ...]
+    views: List[tuple]
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held, in bytes (every tensor reached)."""
+        return tensor_bytes(self.views)
+
+
+def tensor_bytes(value) -> int:
+    """The bytes of every tensor in nested tuples, lists, dicts and dataclasses."""
+    if isinstance(value, Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(v) for v in value)
+    if is_dataclass(value):
+        return sum(tensor_bytes(getattr(value, f.name)) for f in fields(value))
+    return 0
 
 
 class OpenVocabSegmentor(BaseSegmentor):
@@ -77,6 +104,7 @@ class OpenVocabSegmentor(BaseSegmentor):
             data_preprocessor = dict(type=RSDataPreProcessor, **self.PIXEL_NORMALISATION)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.class_queries = segmentor_classes(name_path, classes, bg_idx)
+        self.text_templates = list(templates)
         check_query_lengths(self.class_queries.queries, self.TEXT_CONTEXT, templates,
                             method=self.TEXT_ENCODER)
         check_precision(precision, allow_auto=self.ALLOW_AUTO_PRECISION)
@@ -95,6 +123,18 @@ class OpenVocabSegmentor(BaseSegmentor):
         """Per-query maps ``[N, q, h, w]`` of the views of :meth:`window_features`, for the
         query indices ``queries`` ``[q]`` (None: every query)."""
         raise NotImplementedError
+
+    def prepare_features(self, features):
+        """What of :meth:`window_features` a new vocabulary can reuse, beyond the features
+        themselves (e.g. an upsampler's text-free factors); by default the features."""
+        return features
+
+    def prepared_maps(self, prepared, queries: Optional[Tensor] = None) -> Tensor:
+        """:meth:`features_maps` of :meth:`prepare_features` output: the same numbers."""
+        return self.features_maps(prepared, queries)
+
+    def vocabulary_changed(self) -> None:
+        """Drop what was computed from the previous class list (its text embeddings)."""
 
     @property
     def probabilities(self):
@@ -211,6 +251,47 @@ class OpenVocabSegmentor(BaseSegmentor):
             results.append((torch.where(prob < self.prob_thd,
                                         torch.full_like(label, self.bg_idx), label), prob))
         return results
+
+    # a vocabulary tried on views computed once -------------------------------------------
+    def set_vocabulary(self, classes, prob_thd: Optional[float] = None,
+                       bg_idx: Optional[int] = None) -> None:
+        """Segment with another class list (anything ``ClassQueries.parse`` takes) from now
+        on, as if the model had been built with it; ``prob_thd`` and ``bg_idx`` too when
+        given."""
+        bg_idx = self.bg_idx if bg_idx is None else bg_idx
+        queries = segmentor_classes(None, classes, bg_idx)
+        check_query_lengths(queries.queries, self.TEXT_CONTEXT, self.text_templates,
+                            method=self.TEXT_ENCODER)
+        self.class_queries, self.bg_idx = queries, bg_idx
+        if prob_thd is not None:
+            self.prob_thd = prob_thd
+        self.vocabulary_changed()
+
+    def prepare(self, inputs: Tensor) -> 'PreparedViews':
+        """The text-free computation on a batch ``[B, 3, H, W]`` (preprocessed), kept:
+        :meth:`segment_prepared` then segments it with any vocabulary."""
+        self._check_inputs(inputs)
+        if self.training:
+            self.eval()
+        with torch.inference_mode(), autocast(self.precision, inputs.device):
+            return PreparedViews(tuple(inputs.shape), [
+                (jobs, self.prepare_features(features))
+                for jobs, features in self.view_features(inputs)])
+
+    def segment_prepared(self, prepared: 'PreparedViews',
+                         data_samples: Optional[List[SegDataSample]] = None
+                         ) -> List[SegDataSample]:
+        """:meth:`predict` of the batch :meth:`prepare` saw, with the current vocabulary,
+        threshold and background index: the same numbers, without the image side."""
+        if data_samples is None:
+            data_samples = [SegDataSample(metainfo=dict(img_shape=prepared.shape[-2:],
+                                                        ori_shape=prepared.shape[-2:]))
+                            for _ in range(prepared.shape[0])]
+        device = next(iter(self.parameters())).device
+        with torch.inference_mode(), autocast(self.precision, device):
+            maps = stitch_windows(prepared.shape, ((jobs, self.prepared_maps(features))
+                                                   for jobs, features in prepared.views))
+        return self.postprocess_result(maps, data_samples)
 
     def extract_feat(self, inputs: Tensor):
         """:meth:`window_features` of whole images."""

@@ -172,6 +172,29 @@ class SegEarthOV3(OpenVocabSegmentor):
         pixels = resize_views(crops, self.image_size)
         return self.sam3.get_vision_features(pixel_values=pixels), tuple(crops.shape[-2:])
 
+    def prepare_features(self, features):
+        """The views' vision features, and a map per prompt text filled as prompts are
+        scored (a prompt a later vocabulary shares is decoded once)."""
+        return dict(features=features, maps={})
+
+    def prepared_maps(self, prepared, prompts: Optional[Tensor] = None) -> Tensor:
+        texts = self.class_queries.queries
+        picked = range(len(texts)) if prompts is None else prompts.tolist()
+        kept = prepared['maps']
+        missing = {}  # prompt text -> a query index of it
+        for i in picked:
+            if texts[i] not in kept:
+                missing.setdefault(texts[i], i)
+        if missing:
+            device = next(self.sam3.parameters()).device
+            maps = self.features_maps(prepared['features'],
+                                      torch.as_tensor(list(missing.values()), device=device))
+            kept.update(zip(missing, maps.unbind(dim=1)))
+        return torch.stack([kept[texts[i]] for i in picked], dim=1)
+
+    def vocabulary_changed(self) -> None:
+        self._prompts = None
+
     def features_maps(self, features, prompts: Optional[Tensor] = None) -> Tensor:
         """Fused score maps ``[N, P, h, w]`` of the queries ``prompts`` (indices; None: all)
         on the views of :meth:`window_features`."""

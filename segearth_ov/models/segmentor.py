@@ -26,7 +26,7 @@ from .methods import MethodOption, register_method
 from .open_vocab import OpenVocabSegmentor
 from .postprocess import SoftmaxProbabilities
 from .text import cached_query_embeddings, openai_imagenet_templates
-from .upsamplers import build_upsampler
+from .upsamplers import TextFree, build_upsampler, text_free_logits
 
 logger = logging.getLogger(__name__)
 
@@ -207,14 +207,41 @@ class SegEarthOV(OpenVocabSegmentor):
         if self.upsampler is not None:  # exact, without the D x H x W feature map
             logits = self.upsampler.cosine_logits(patches, padded, text)
         else:
-            logits = torch.einsum('ndhw,qd->nqhw', F.normalize(patches.float(), dim=1), text)
+            logits = text_free_logits(TextFree(F.normalize(patches.float(), dim=1)), text)
+        return self._window_logits(logits, cls, text, padded.shape, pad)
+
+    def _window_logits(self, logits: Tensor, cls: Tensor, text: Tensor, padded_shape,
+                       pad) -> Tensor:
+        """Cosine logits with the global bias, at the crops' size."""
         logits = alleviate_global_bias(logits, cls.float(), text, self.cls_token_lambda)
-        if logits.shape[-2:] != padded.shape[-2:]:
-            logits = F.interpolate(logits, padded.shape[-2:], mode='bilinear', align_corners=False)
+        if logits.shape[-2:] != padded_shape[-2:]:
+            logits = F.interpolate(logits, padded_shape[-2:], mode='bilinear',
+                                   align_corners=False)
         return crop_padding(logits, pad)
 
     def features_maps(self, features: WindowFeatures, queries: Optional[Tensor] = None
                       ) -> Tensor:
         """Logits ``[N, q, h, w]`` of the queries ``queries`` (indices; None: all)."""
+        return self.features_logits(features, self._text(queries))
+
+    def _text(self, queries: Optional[Tensor]) -> Tensor:
         text = self.query_embeddings
-        return self.features_logits(features, text if queries is None else text[queries])
+        return text if queries is None else text[queries]
+
+    def prepare_features(self, features: WindowFeatures):
+        """The text-free part of :meth:`features_logits`: the [CLS] features and the
+        upsampler's :class:`~.upsamplers.TextFree` factors (or the normalised patch
+        features), per window."""
+        cls, patches, padded, pad = features
+        factors = self.upsampler.text_free(patches, padded) if self.upsampler is not None \
+            else [TextFree(F.normalize(patches.float(), dim=1))]
+        return cls, factors, padded.shape, pad
+
+    def prepared_maps(self, prepared, queries: Optional[Tensor] = None) -> Tensor:
+        cls, factors, padded_shape, pad = prepared
+        text = self._text(queries)
+        logits = torch.cat([text_free_logits(part, text) for part in factors])
+        return self._window_logits(logits, cls, text, padded_shape, pad)
+
+    def vocabulary_changed(self) -> None:
+        self._query_embeddings = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import List, Optional
 
 import torch
@@ -216,30 +217,39 @@ class _Upsampler(nn.Module):
     def feature_cosine_logits(self, source: Tensor, guidance: Tensor, text: Tensor) -> Tensor:
         """:meth:`cosine_logits` computed the direct way, by building the ``[B, D, H, W]``
         upsampled features: the fallback, and what the fast path is measured against."""
-        return torch.einsum('bdhw,qd->bqhw', F.normalize(self(source, guidance).float(), dim=1),
-                            text.float())
+        return text_free_logits(TextFree(F.normalize(self(source, guidance).float(), dim=1)),
+                                text)
 
     def cosine_logits(self, source: Tensor, guidance: Tensor, text: Tensor,
                       chunk: int = 1) -> Tensor:
         """Cosine similarities ``[B, Q, H, W]`` of the upsampled features with ``text``
-        ``[Q, D]`` (L2-normalised rows): ``normalize(self(source, guidance)) . text``.
+        ``[Q, D]`` (L2-normalised rows): ``normalize(self(source, guidance)) . text``;
+        :meth:`text_free` then :func:`text_free_logits`, ``chunk`` windows at a time (which
+        bounds the memory)."""
+        return torch.cat([text_free_logits(part, text)
+                          for part in self.text_free(source, guidance, chunk)])
+
+    def text_free(self, source: Tensor, guidance: Tensor, chunk: int = 1) -> List['TextFree']:
+        """Everything :meth:`cosine_logits` computes before the text, per ``chunk`` windows
+        of ``source`` ``[B, D, h, w]`` and ``guidance`` ``[B, 3, H, W]``.
 
         With ``X = M F`` (``F`` the ``[D, P]`` patch features of one window) factored as
         ``X = Q_ R`` (reduced QR, ``Q_`` ``[D, r]`` orthonormal, ``r = P``), each upsampled
         feature is ``u = Q_ y + c`` where ``y`` is ``R`` propagated (``r`` channels, not
         ``D``). So ``u . t = y . (Q_^T t) + c . t`` and
-        ``|u|^2 = |y|^2 + 2 y . (Q_^T c) + |c|^2``: the same numbers as the feature path.
-        Windows with at least as many patches as channels, and training, take the feature
-        path. ``chunk`` windows are computed at a time, which bounds the memory.
+        ``|u|^2 = |y|^2 + 2 y . (Q_^T c) + |c|^2``: the same numbers as the feature path,
+        kept as ``y``, ``|u|``, ``Q_`` and ``c``. Windows with at least as many patches as
+        channels, and training, keep the normalised features instead (the smaller of the
+        two).
         """
         self._check(source, guidance)
         b, d, h, w = source.shape
         if self.training or h * w >= d:
-            return self.feature_cosine_logits(source, guidance, text)
-        return torch.cat([self._low_rank_logits(source[i:i + chunk], guidance[i:i + chunk],
-                                                text) for i in range(0, b, chunk)])
+            return [TextFree(F.normalize(self(source, guidance).float(), dim=1))]
+        return [self._low_rank(source[i:i + chunk], guidance[i:i + chunk])
+                for i in range(0, b, chunk)]
 
-    def _low_rank_logits(self, source: Tensor, guidance: Tensor, text: Tensor) -> Tensor:
+    def _low_rank(self, source: Tensor, guidance: Tensor) -> 'TextFree':
         b, d, h, w = source.shape
         no_autocast = torch.autocast(source.device.type, enabled=False)
         with no_autocast:  # the factorisation stays in float64 under fp16 / bf16 autocast
@@ -248,18 +258,44 @@ class _Upsampler(nn.Module):
                 0.1 * conv.weight[:, :, 0, 0].double()
             shift = 0.1 * conv.bias.double()
             basis, coeffs = torch.linalg.qr(mix @ source.reshape(b, d, h * w).double())
-            text64 = text.double()
-            text_proj = torch.einsum('bdr,qd->brq', basis, text64).float()
             shift_proj = torch.einsum('bdr,d->br', basis, shift).float()
-            text_shift = (text64 @ shift).float()[:, None, None]
         kernels = self.step_kernels((h, w), guidance)
         y = self.propagate(coeffs.to(source.dtype).view(b, h * w, h, w), kernels,
                            guidance.shape[-2:]).float()
         with no_autocast:
-            dots = torch.einsum('brhw,brq->bqhw', y, text_proj) + text_shift
             norm2 = (y.square().sum(1) + 2 * torch.einsum('brhw,br->bhw', y, shift_proj)
                      + float(shift.square().sum()))
-            return dots / norm2.clamp(min=0).sqrt().clamp(min=1e-12)[:, None]
+            return TextFree(y, norm2.clamp(min=0).sqrt().clamp(min=1e-12), basis, shift)
+
+
+@dataclass
+class TextFree:
+    """An upsampler's output before the text: the normalised features ``features``
+    ``[B, D, H, W]``, or (low rank) the propagated factor ``[B, r, H, W]`` with the
+    features' norms ``[B, H, W]``, the basis ``[B, D, r]`` and the fixup shift ``[D]``
+    (both float64)."""
+    features: Tensor
+    norm: Optional[Tensor] = None
+    basis: Optional[Tensor] = None
+    shift: Optional[Tensor] = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size()
+                   for t in (self.features, self.norm, self.basis, self.shift) if t is not None)
+
+
+def text_free_logits(factors: TextFree, text: Tensor) -> Tensor:
+    """Cosine logits ``[B, Q, H, W]`` of :meth:`_Upsampler.text_free` output with ``text``
+    ``[Q, D]``."""
+    if factors.norm is None:
+        return torch.einsum('bdhw,qd->bqhw', factors.features, text.float())
+    with torch.autocast(text.device.type, enabled=False):
+        text64 = text.double()
+        text_proj = torch.einsum('bdr,qd->brq', factors.basis, text64).float()
+        text_shift = (text64 @ factors.shift).float()[:, None, None]
+        dots = torch.einsum('brhw,brq->bqhw', factors.features, text_proj) + text_shift
+        return dots / factors.norm[:, None]
 
 
 class JBUOne(_Upsampler):
