@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt \
-    -r requirements-sam3.txt -r requirements-test.txt
+    -r requirements-sam3.txt -r requirements-app.txt -r requirements-test.txt
 # No build isolation: the native ops build against the torch installed above. Skipped when
 # this checkout is installed and its built extension is newer than every native source.
 built=$(ls segearth_ov/_ext_cpu*.so 2>/dev/null | head -n 1 || true)

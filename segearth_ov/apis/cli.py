@@ -202,6 +202,15 @@ def _predict(args) -> int:
     return 1 if failed else 0
 
 
+def _explore(args) -> int:
+    from .explore.command import explore
+    try:
+        return explore(args)
+    except USER_ERRORS as error:
+        report(error, args.debug)
+        return 2
+
+
 def _download(args) -> int:
     from ..weights import SIMFEATUP, SIMFEATUP_URL, download_clip, download_simfeatup
     status = 0
@@ -232,7 +241,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     import segearth_ov  # noqa: F401  (registers the model; applies the mmcv-lite shim)
-    status = _predict(args) if args.command == 'predict' else _download(args)
+    commands = dict(predict=_predict, explore=_explore, download_weights=_download)
+    status = commands[args.command.replace('-', '_')](args)
     exit_file = os.environ.get(EXIT_FILE_ENV)
     if exit_file and launched_world() > 1:
         Path(f'{exit_file}.{launched_rank()}').write_text(str(status))

@@ -70,7 +70,7 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """``segearth-ov predict`` and ``download-weights``."""
+    """``segearth-ov predict``, ``explore`` and ``download-weights``."""
     parser = argparse.ArgumentParser(prog='segearth-ov', description='Training-free '
                                      'open-vocabulary segmentation of remote-sensing images.')
     commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
@@ -139,6 +139,30 @@ def build_parser() -> argparse.ArgumentParser:
                          help='when another run is writing to --out, wait for it to end '
                               '(by default this run is refused)')
     predict.add_argument('--debug', action='store_true',
+                         help=f'show tracebacks of errors (or set {DEBUG_ENV}=1)')
+
+    explore = commands.add_parser(
+        'explore', help='a local web app: try class names on an image and see the result',
+        description='Start a web app on this machine: open an image (or a region of a large '
+                    'scene), type class names, and see the classes, their confidence and '
+                    'areas; changing the words reuses the image side computed once. Stops '
+                    'on Ctrl-C.')
+    explore.add_argument('inputs', nargs='*', help='image files the page may open')
+    explore.add_argument('--method', choices=method_names())
+    explore.add_argument('--config', help='start from a benchmark config\'s model settings')
+    _add_method_options(explore)
+    explore.add_argument('--host', default='127.0.0.1',
+                         help='address to listen on (default: this machine only)')
+    explore.add_argument('--port', type=int, default=7860, help='0 picks a free port')
+    explore.add_argument('--out', help='where uploads and downloads are kept (default: a new '
+                                       'temporary folder, removed at the end)')
+    explore.add_argument('--max-upload-mb', type=_finite_positive, default=200,
+                         help='the largest image the page accepts')
+    explore.add_argument('--device', choices=['cpu', 'cuda'])
+    explore.add_argument('--tile', type=int, default=1024, help='tile side in input pixels')
+    explore.add_argument('--overlap', type=int, default=128, help='tile overlap')
+    explore.add_argument('--batch-size', type=int, default=4, help='tiles per forward pass')
+    explore.add_argument('--debug', action='store_true',
                          help=f'show tracebacks of errors (or set {DEBUG_ENV}=1)')
 
     download = commands.add_parser(

@@ -121,8 +121,9 @@ def split_options(method_class: type, given: dict) -> Tuple[dict, dict]:
     mine = {option.name for option in method_class.OPTIONS}
     for name, value in options.items():
         if name not in mine and value != known[name].default:
+            own = ', '.join(o.cli_flag for o in method_class.OPTIONS) or 'none'
             raise ValueError(f'{known[name].cli_flag} ({name}=) is an option of '
                              f'--method {" or ".join(owners_of(name))}, not of '
-                             f'{method_class.CLI_NAME}')
+                             f'{method_class.CLI_NAME} (its options: {own})')
     return ({k: v for k, v in options.items() if k in mine},
             {k: v for k, v in given.items() if k not in known})
