@@ -59,6 +59,7 @@ class PreparedImage:
         self.transform = getattr(scene, 'transform', None) if scene.georeferenced else None
         self.tiles = tile_grid(scene.height, scene.width, segmenter.tile, segmenter.overlap)
         self._segmented = False
+        self._scored = None  # (the last vocabulary, its probabilities per tile batch)
         # per tile: (the prepared batch it was computed in, its index there)
         self.parts = dict(tile_outputs(scene, self.tiles, self._prepare_batch, segmenter.scale,
                                        segmenter.batch_size, progress))
@@ -71,7 +72,9 @@ class PreparedImage:
     def nbytes(self) -> int:
         """Memory the prepared tiles hold, in bytes."""
         batches = {id(prepared): prepared for prepared, _ in self.parts.values()}
-        return sum(prepared.nbytes for prepared in batches.values())
+        scored = 0 if self._scored is None else sum(
+            array.nbytes for arrays in self._scored[1].values() for array in arrays)
+        return sum(prepared.nbytes for prepared in batches.values()) + scored
 
     def segment(self, classes, prob_thd: Optional[float] = None,
                 bg_idx: Optional[int] = None) -> Segmentation:
@@ -85,12 +88,11 @@ class PreparedImage:
             raise ValueError(f'{segmenter.num_classes} classes: a prepared image segments at '
                              f'most --class-chunk ({segmenter.class_chunk}) classes; run '
                              f'predict for larger vocabularies')
-        probabilities = {}
-        for prepared, _ in self.parts.values():
-            if id(prepared) not in probabilities:
-                samples = segmenter.model.segment_prepared(prepared)
-                probabilities[id(prepared)] = [s.seg_logits.data.float().cpu().numpy()
-                                               for s in samples]
+        queries = segmenter.class_queries
+        vocabulary = (tuple(queries.queries), tuple(queries.query_to_class))
+        if self._scored is None or self._scored[0] != vocabulary:
+            self._scored = vocabulary, self._probabilities()
+        probabilities = self._scored[1]  # a new threshold alone re-labels the same maps
         labels = np.full((self.height, self.width), segmenter.nodata,
                          label_dtype(segmenter.num_classes))
         confidence = np.full((self.height, self.width), np.nan, np.float32)
@@ -110,6 +112,16 @@ class PreparedImage:
                             list(segmenter.class_lines), segmenter.palette, segmenter.nodata,
                             pixels, None if area is None else [float(n) * area for n in pixels],
                             from_prepared, time.perf_counter() - start)
+
+    def _probabilities(self) -> dict:
+        """Each tile batch's class probabilities with the segmenter's vocabulary."""
+        probabilities = {}
+        for prepared, _ in self.parts.values():
+            if id(prepared) not in probabilities:
+                samples = self.segmenter.model.segment_prepared(prepared)
+                probabilities[id(prepared)] = [s.seg_logits.data.float().cpu().numpy()
+                                               for s in samples]
+        return probabilities
 
     def close(self) -> None:
         self.scene.close()

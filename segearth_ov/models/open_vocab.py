@@ -262,10 +262,13 @@ class OpenVocabSegmentor(BaseSegmentor):
         queries = segmentor_classes(None, classes, bg_idx)
         check_query_lengths(queries.queries, self.TEXT_CONTEXT, self.text_templates,
                             method=self.TEXT_ENCODER)
+        changed = (queries.queries, queries.query_to_class) != (
+            self.class_queries.queries, self.class_queries.query_to_class)
         self.class_queries, self.bg_idx = queries, bg_idx
         if prob_thd is not None:
             self.prob_thd = prob_thd
-        self.vocabulary_changed()
+        if changed:
+            self.vocabulary_changed()
 
     def prepare(self, inputs: Tensor) -> 'PreparedViews':
         """The text-free computation on a batch ``[B, 3, H, W]`` (preprocessed), kept:
