@@ -42,6 +42,7 @@ def timed(fn, repeat=1):
 def weights(folder):
     """Random ViT-B-16 and jbu_one weights as files (content-hashed like real ones)."""
     import torch
+
     from segearth_ov.models.upsamplers import JBUOne
     from segearth_ov.weights import build_clip
     torch.manual_seed(0)

@@ -134,3 +134,10 @@ def test_bad_vocabularies_name_the_problem():
         prepared.segment(FIRST)
     with pytest.raises(ValueError, match='bg_idx=7 is not a class index'):
         prepared.segment(['a', 'b'], bg_idx=7)
+
+
+def test_an_image_over_the_memory_bound_is_refused_while_prepared():
+    segmenter = segmenter_with(FIRST, prepared_bytes=1000)
+    with pytest.raises(ValueError, match=r'would hold more than 0.0 MiB prepared \(.* after 3 of '
+                                         r'6 tiles\): choose a smaller region'):
+        segmenter.prepare(np.zeros((200, 300, 3), np.uint8))

@@ -158,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        'temporary folder, removed at the end)')
     explore.add_argument('--max-upload-mb', type=_finite_positive, default=200,
                          help='the largest image the page accepts')
+    explore.add_argument('--prepared-gb', type=_finite_positive, default=4,
+                         help='memory the prepared images may hold; a region that needs '
+                              'more is refused (SegEarth-OV with jbu_one: about 3 GB for '
+                              '1024 x 1024)')
     explore.add_argument('--device', choices=['cpu', 'cuda'])
     explore.add_argument('--tile', type=int, default=1024, help='tile side in input pixels')
     explore.add_argument('--overlap', type=int, default=128, help='tile overlap')

@@ -20,7 +20,11 @@ import numpy as np
 from ..geometry import Window, tile_grid
 from .blending import blend_tiles, tile_outputs
 from .label_maps import label_dtype
-from .scenes import ArrayScene, RasterScene, RegionScene, pixel_area_m2
+from .scenes import ArrayScene, RasterScene, RegionScene, pixel_area_m2, raster_session
+
+
+def _size(nbytes: int) -> str:
+    return f'{nbytes / 2**30:.1f} GiB' if nbytes >= 2**30 else f'{nbytes / 2**20:.1f} MiB'
 
 
 @dataclass
@@ -49,23 +53,36 @@ class PreparedImage:
     ``OpenVocabSegmenter``, whose tiling, scale and batch size it uses)."""
 
     def __init__(self, segmenter, image, region: Optional[Window] = None, progress=None):
-        scene = RasterScene(image, segmenter.bands) if isinstance(image, (str, Path)) else \
-            ArrayScene(image, segmenter.bands)
-        if region is not None:
-            scene = RegionScene(scene, region)
-        self.segmenter, self.scene = segmenter, scene
-        self.height, self.width = scene.height, scene.width
-        self.crs = getattr(scene, 'crs', None) if scene.georeferenced else None
-        self.transform = getattr(scene, 'transform', None) if scene.georeferenced else None
-        self.tiles = tile_grid(scene.height, scene.width, segmenter.tile, segmenter.overlap)
+        with raster_session():  # every pixel is read here, with the safe GDAL settings
+            scene = RasterScene(image, segmenter.bands) if isinstance(image, (str, Path)) \
+                else ArrayScene(image, segmenter.bands)
+            if region is not None:
+                scene = RegionScene(scene, region)
+            self.segmenter, self.scene = segmenter, scene
+            self.height, self.width = scene.height, scene.width
+            self.crs = getattr(scene, 'crs', None) if scene.georeferenced else None
+            self.transform = getattr(scene, 'transform', None) if scene.georeferenced else None
+            self.tiles = tile_grid(scene.height, scene.width, segmenter.tile,
+                                   segmenter.overlap)
+            self.valid = scene.valid((0, self.height, 0, self.width))
+            self._held, self._tiles_done = 0, 0  # bytes and tiles prepared so far
+            # per tile: (the prepared batch it was computed in, its index there)
+            self.parts = dict(tile_outputs(scene, self.tiles, self._prepare_batch,
+                                           segmenter.scale, segmenter.batch_size, progress))
         self._segmented = False
         self._scored = None  # (the last vocabulary, its probabilities per tile batch)
-        # per tile: (the prepared batch it was computed in, its index there)
-        self.parts = dict(tile_outputs(scene, self.tiles, self._prepare_batch, segmenter.scale,
-                                       segmenter.batch_size, progress))
 
     def _prepare_batch(self, tiles: np.ndarray) -> list:
         prepared = self.segmenter.model.prepare(self.segmenter.model_inputs(tiles))
+        self._held += prepared.nbytes
+        self._tiles_done += len(tiles)
+        bound = self.segmenter.prepared.max_bytes
+        if self._held > bound:
+            raise ValueError(
+                f'this {self.width} x {self.height} image would hold more than '
+                f'{_size(bound)} prepared ({_size(self._held)} after {self._tiles_done} of '
+                f'{len(self.tiles)} tiles): choose a smaller region, or raise the bound '
+                f'(prepared_bytes; segearth-ov explore --prepared-gb)')
         return [(prepared, index) for index in range(len(tiles))]
 
     @property
@@ -101,7 +118,7 @@ class PreparedImage:
         for window, result in segmenter.labels_of_blended(blend_tiles(
                 self.height, self.width, self.tiles, segmenter.overlap, outputs)):
             y1, y2, x1, x2 = window
-            valid = self.scene.valid(window)
+            valid = self.valid[y1:y2, x1:x2]
             labels[y1:y2, x1:x2] = np.where(valid, result[0], segmenter.nodata)
             confidence[y1:y2, x1:x2] = np.where(valid, result[1], np.nan)
         pixels = np.bincount(labels.ravel(), minlength=segmenter.nodata + 1)[

@@ -47,7 +47,8 @@ def explore(args) -> int:
         options = {k: v for k, v in dict(given, **choices).items() if k in mine}
         return OpenVocabSegmenter(DEFAULT_CLASSES, config=args.config, method=method,
                                   device=args.device, tile=args.tile, overlap=args.overlap,
-                                  batch_size=args.batch_size, **options)
+                                  batch_size=args.batch_size,
+                                  prepared_bytes=int(args.prepared_gb * 2**30), **options)
 
     temporary = args.out is None
     out = Path(tempfile.mkdtemp(prefix='segearth-ov-explore-')) if temporary else \

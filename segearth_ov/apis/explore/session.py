@@ -27,7 +27,7 @@ from ..styles import vector_style
 from ..vectorize import vectorize_labels
 
 PREVIEW_SIDE = 1024  # the long side of the page's view of an input
-WHOLE_IMAGE_SIDE = 2048  # larger inputs start with a region of this side at their centre
+WHOLE_IMAGE_SIDE = 1024  # larger inputs start with a region of this side at their centre
 KEPT_RESULTS = 20  # results kept for download; older ones (ours) are removed
 DOWNLOADS = ('overlay.png', 'confidence.png', 'classes.png', 'labels.tif', 'labels.png',
              'polygons.gpkg', 'command.txt')
