@@ -12,9 +12,17 @@ from conftest import REPO
 from segearth_ov.apis import OpenVocabSegmenter
 from segearth_ov.apis.cli import main
 from segearth_ov.evaluation.cli import eval_main
-from segearth_ov.models import get_method, method_names
+from segearth_ov.models import get_method, method_names, register_method, unregister_method
 from test_eval_tools import make_set, summary_rows
 from toy_method import ToyBrightness, expected_labels
+
+
+@pytest.fixture(autouse=True, scope='module')
+def toy_in_the_table():
+    """The toy in the method table while this module runs, and out of it afterwards."""
+    register_method(ToyBrightness)
+    yield
+    unregister_method('toy-brightness')
 
 
 def gradient_image(height=40, width=56):

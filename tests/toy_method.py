@@ -1,4 +1,4 @@
-"""A method defined outside the package, registered through the public method table only:
+"""A method defined outside the package, used through the public method table only:
 a view's feature is each pixel's brightness (the mean of its 0..255 RGB values, plus
 ``offset``), and query ``q`` of ``Q`` scores how close that is to the centre of the ``q``-th
 of ``Q`` equal brightness bands. Configs import it with ``custom_imports``."""
@@ -6,8 +6,9 @@ from typing import Optional
 
 import numpy as np
 import torch
+from mmseg.registry import MODELS
 
-from segearth_ov.models import MethodOption, OpenVocabSegmentor, register_method
+from segearth_ov.models import MethodOption, OpenVocabSegmentor
 from segearth_ov.models.postprocess import SoftmaxProbabilities
 
 
@@ -21,7 +22,7 @@ def expected_labels(rgb: np.ndarray, classes: int, offset: float = 0.0) -> np.nd
     return np.abs(brightness[..., None] - band_centres(classes)).argmin(axis=-1)
 
 
-@register_method
+@MODELS.register_module()
 class ToyBrightness(OpenVocabSegmentor):
     """Labels by brightness band. ``offset`` is added to every pixel's brightness."""
 

@@ -53,6 +53,12 @@ def register_method(cls: type) -> type:
     return cls
 
 
+def unregister_method(name: str) -> type:
+    """Take a method out of the table (a plugin unloading, a test cleaning up); its class
+    stays in mmseg's ``MODELS``, which has no removal. Returns the class."""
+    return _METHODS.pop(get_method(name).CLI_NAME)
+
+
 def method_names() -> List[str]:
     """The registered methods' command-line names, :data:`DEFAULT_METHOD` first."""
     return sorted(_METHODS, key=lambda name: name != DEFAULT_METHOD)
