@@ -29,7 +29,8 @@ def assert_same_segmentation(prepared_samples, cold_samples, margin=0.0):
                            cold.pred_sem_seg.data[0][decided])
 
 
-@pytest.mark.parametrize('upsampler', [None, dict(type='jbu_one')], ids=['none', 'jbu_one'])
+@pytest.mark.parametrize('upsampler', [None, dict(type='jbu_one'), dict(type='jbu_stack')],
+                         ids=['none', 'jbu_one', 'jbu_stack'])
 @pytest.mark.parametrize('cls_token_lambda', [-0.3, 0.0], ids=['bias', 'no-bias'])
 @pytest.mark.parametrize('slide', [(64, 32), (0, 0)], ids=['sliding', 'whole'])
 def test_segearth_ov_prepared_equals_a_cold_model(upsampler, cls_token_lambda, slide):
