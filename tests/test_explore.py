@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -126,13 +127,19 @@ def start_app(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
         env=dict(os.environ, OMP_NUM_THREADS='2'))
     deadline = time.time() + 120
+    printed = []
     for line in process.stdout:
+        printed.append(line)
         if 'open http://' in line:
-            return process, line.split('open ')[1].split()[0]
+            # keep reading what it prints, so a full pipe never blocks it
+            reader = threading.Thread(target=lambda: printed.extend(process.stdout),
+                                      daemon=True)
+            reader.start()
+            return process, line.split('open ')[1].split()[0], printed, reader
         if time.time() > deadline:
             break
     process.kill()
-    pytest.fail(f'explore did not start: {process.stdout.read()}')
+    pytest.fail(f'explore did not start: {"".join(printed)}')
 
 
 def test_the_page_as_a_person_uses_it(tmp_path):
@@ -142,7 +149,7 @@ def test_the_page_as_a_person_uses_it(tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
     driver = browser()
-    process, url = start_app(tmp_path)
+    process, url, printed, reader = start_app(tmp_path)
     try:
         driver.execute_cdp_cmd('Browser.setDownloadBehavior', dict(
             behavior='allow', downloadPath=str(tmp_path / 'downloads')))
@@ -212,6 +219,12 @@ def test_the_page_as_a_person_uses_it(tmp_path):
         wait.until(lambda d: 'as an image' in find('error').text)
     finally:
         driver.quit()
-        process.send_signal(signal.SIGINT)
-        out, _ = process.communicate(timeout=60)
-    assert process.returncode == 0 and 'stopped' in out
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            pytest.fail(f'explore did not stop within 60 s of Ctrl-C; it printed: '
+                        f'{"".join(printed)[-3000:]}')
+    reader.join(timeout=30)  # it ends with the output
+    assert process.returncode == 0 and 'stopped' in ''.join(printed)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 from pathlib import Path
 
 from flask import Flask, jsonify, request, send_file
@@ -137,11 +139,17 @@ def serve(session: ExploreSession, host: str, port: int, max_upload: int) -> Non
     print(f'segearth-ov explore: open http://{host}:{server.port}/ (Ctrl-C stops it)',
           flush=True)
     logging.getLogger('werkzeug').setLevel(logging.WARNING)  # no line per request
+
+    def stop(signum, frame):
+        # shutdown() waits for the serving loop, so it runs beside it; the loop then ends
+        # between requests, never inside one as a KeyboardInterrupt could
+        threading.Thread(target=server.shutdown, daemon=True).start()
+    handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.serve_forever()  # returns on Ctrl-C
-    except KeyboardInterrupt:
-        pass
+        server.serve_forever()
     finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         server.server_close()
         session.close()
     print('segearth-ov explore: stopped', flush=True)
