@@ -26,7 +26,8 @@ from .methods import MethodOption, register_method
 from .open_vocab import OpenVocabSegmentor
 from .postprocess import SoftmaxProbabilities
 from .text import cached_query_embeddings, openai_imagenet_templates
-from .upsamplers import TextFree, build_upsampler, text_free_logits
+from .text_free import TextFree, text_free_logits
+from .upsamplers import build_upsampler
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import List, Optional
 
 import torch
@@ -17,6 +16,7 @@ from torch import Tensor, nn
 
 from ..ops import adaptive_conv, local_correlation
 from ..weights import describe_key_mismatch, read_upsampler_state
+from .text_free import TextFree, text_free_logits
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ class _Upsampler(nn.Module):
         return torch.cat([text_free_logits(part, text)
                           for part in self.text_free(source, guidance, chunk)])
 
-    def text_free(self, source: Tensor, guidance: Tensor, chunk: int = 1) -> List['TextFree']:
+    def text_free(self, source: Tensor, guidance: Tensor, chunk: int = 1) -> List[TextFree]:
         """Everything :meth:`cosine_logits` computes before the text, per ``chunk`` windows
         of ``source`` ``[B, D, h, w]`` and ``guidance`` ``[B, 3, H, W]``.
 
@@ -249,7 +249,7 @@ class _Upsampler(nn.Module):
         return [self._low_rank(source[i:i + chunk], guidance[i:i + chunk])
                 for i in range(0, b, chunk)]
 
-    def _low_rank(self, source: Tensor, guidance: Tensor) -> 'TextFree':
+    def _low_rank(self, source: Tensor, guidance: Tensor) -> TextFree:
         b, d, h, w = source.shape
         no_autocast = torch.autocast(source.device.type, enabled=False)
         with no_autocast:  # the factorisation stays in float64 under fp16 / bf16 autocast
@@ -266,36 +266,6 @@ class _Upsampler(nn.Module):
             norm2 = (y.square().sum(1) + 2 * torch.einsum('brhw,br->bhw', y, shift_proj)
                      + float(shift.square().sum()))
             return TextFree(y, norm2.clamp(min=0).sqrt().clamp(min=1e-12), basis, shift)
-
-
-@dataclass
-class TextFree:
-    """An upsampler's output before the text: the normalised features ``features``
-    ``[B, D, H, W]``, or (low rank) the propagated factor ``[B, r, H, W]`` with the
-    features' norms ``[B, H, W]``, the basis ``[B, D, r]`` and the fixup shift ``[D]``
-    (both float64)."""
-    features: Tensor
-    norm: Optional[Tensor] = None
-    basis: Optional[Tensor] = None
-    shift: Optional[Tensor] = None
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size()
-                   for t in (self.features, self.norm, self.basis, self.shift) if t is not None)
-
-
-def text_free_logits(factors: TextFree, text: Tensor) -> Tensor:
-    """Cosine logits ``[B, Q, H, W]`` of :meth:`_Upsampler.text_free` output with ``text``
-    ``[Q, D]``."""
-    if factors.norm is None:
-        return torch.einsum('bdhw,qd->bqhw', factors.features, text.float())
-    with torch.autocast(text.device.type, enabled=False):
-        text64 = text.double()
-        text_proj = torch.einsum('bdr,qd->brq', factors.basis, text64).float()
-        text_shift = (text64 @ factors.shift).float()[:, None, None]
-        dots = torch.einsum('brhw,brq->bqhw', factors.features, text_proj) + text_shift
-        return dots / factors.norm[:, None]
 
 
 class JBUOne(_Upsampler):
