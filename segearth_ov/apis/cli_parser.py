@@ -69,6 +69,28 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
                                    help=option.help)
 
 
+# the tiling defaults of predict and explore (explore repeats only what differs from them)
+TILING_DEFAULTS = {'tile': 1024, 'overlap': 128, 'batch_size': 4}
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """What predict and explore both take: the method, a config, each method's options,
+    the device and the tiling."""
+    parser.add_argument('--method', choices=method_names(),
+                        help='; '.join(f'{name}: {get_method(name).SUMMARY}'
+                                       for name in method_names()) +
+                             '. A --config\'s model chooses it too')
+    parser.add_argument('--config', help='start from a benchmark config\'s model settings')
+    _add_method_options(parser)
+    parser.add_argument('--tile', type=int, default=TILING_DEFAULTS['tile'],
+                        help='tile side in input pixels')
+    parser.add_argument('--overlap', type=int, default=TILING_DEFAULTS['overlap'],
+                        help='tile overlap; probabilities are blended across it')
+    parser.add_argument('--device', choices=['cpu', 'cuda'])
+    parser.add_argument('--batch-size', type=int, default=TILING_DEFAULTS['batch_size'],
+                        help='tiles per forward pass')
+
+
 def build_parser() -> argparse.ArgumentParser:
     """``segearth-ov predict``, ``explore`` and ``download-weights``."""
     parser = argparse.ArgumentParser(prog='segearth-ov', description='Training-free '
@@ -87,22 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     names.add_argument('--names', help='class-name file: one class per line, commas separate '
                                        'synonyms')
     predict.add_argument('--out', required=True, help='output folder')
-    predict.add_argument('--method', choices=method_names(),
-                         help='; '.join(f'{name}: {get_method(name).SUMMARY}'
-                                        for name in method_names()) +
-                              '. A --config\'s model chooses it too')
-    predict.add_argument('--config', help='start from a benchmark config\'s model settings')
-    _add_method_options(predict)
-    predict.add_argument('--tile', type=int, default=1024, help='tile side in input pixels')
-    predict.add_argument('--overlap', type=int, default=128,
-                         help='tile overlap; probabilities are blended across it')
+    _add_model_arguments(predict)
     predict.add_argument('--scale', type=_finite_positive, default=1.0,
                          help='resample the scene by this factor for the model (e.g. 0.5 '
                               'for 0.15 m imagery to work at 0.3 m); outputs keep the input grid')
     predict.add_argument('--bands', type=_bands, help='1-based bands in R,G,B order, e.g. '
                                                       '4,3,2 for Sentinel-2; one band for SAR')
-    predict.add_argument('--device', choices=['cpu', 'cuda'])
-    predict.add_argument('--batch-size', type=int, default=4, help='tiles per forward pass')
     predict.add_argument('--prob-thd', type=_finite, help='background threshold (class 0)')
     predict.add_argument('--quiet', action='store_true', help='no progress bars')
     gis = predict.add_argument_group('GIS outputs')
@@ -148,9 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                     'areas; changing the words reuses the image side computed once. Stops '
                     'on Ctrl-C.')
     explore.add_argument('inputs', nargs='*', help='image files the page may open')
-    explore.add_argument('--method', choices=method_names())
-    explore.add_argument('--config', help='start from a benchmark config\'s model settings')
-    _add_method_options(explore)
+    _add_model_arguments(explore)
     explore.add_argument('--host', default='127.0.0.1',
                          help='address to listen on (default: this machine only)')
     explore.add_argument('--port', type=int, default=7860, help='0 picks a free port')
@@ -162,10 +172,6 @@ def build_parser() -> argparse.ArgumentParser:
                          help='memory the prepared images may hold; a region that needs '
                               'more is refused (SegEarth-OV with jbu_one: about 3 GB for '
                               '1024 x 1024)')
-    explore.add_argument('--device', choices=['cpu', 'cuda'])
-    explore.add_argument('--tile', type=int, default=1024, help='tile side in input pixels')
-    explore.add_argument('--overlap', type=int, default=128, help='tile overlap')
-    explore.add_argument('--batch-size', type=int, default=4, help='tiles per forward pass')
     explore.add_argument('--debug', action='store_true',
                          help=f'show tracebacks of errors (or set {DEBUG_ENV}=1)')
 

@@ -166,6 +166,11 @@ class PreparedCache(OrderedDict):
             _, dropped = self.popitem(last=False)
             dropped.close()
 
+    def clear(self) -> None:
+        """Drop every prepared image, releasing the files they hold open."""
+        while self:
+            self.popitem(last=False)[1].close()
+
     @property
     def nbytes(self) -> int:
         return sum(prepared.nbytes for prepared in self.values())

@@ -196,7 +196,7 @@ class OpenVocabSegmentor(BaseSegmentor):
         if self.training:
             self.eval()
         if data_samples is None:
-            data_samples = bare_samples(inputs)
+            data_samples = bare_samples(inputs.shape)
         maps = self.encode_decode(inputs, [s.metainfo for s in data_samples])
         return self.postprocess_result(maps, data_samples)
 
@@ -233,7 +233,7 @@ class OpenVocabSegmentor(BaseSegmentor):
             self.eval()
         queries = self.class_queries
         owner = torch.as_tensor(queries.query_to_class, device=inputs.device)
-        metas = [s.metainfo for s in data_samples or bare_samples(inputs)]
+        metas = [s.metainfo for s in data_samples or bare_samples(inputs.shape)]
         top = [None] * len(metas)  # (best score, class)
         rules = [self.probabilities.running() for _ in metas]
         with torch.inference_mode(), autocast(self.precision, inputs.device):
@@ -287,9 +287,7 @@ class OpenVocabSegmentor(BaseSegmentor):
         """:meth:`predict` of the batch :meth:`prepare` saw, with the current vocabulary,
         threshold and background index: the same numbers, without the image side."""
         if data_samples is None:
-            data_samples = [SegDataSample(metainfo=dict(img_shape=prepared.shape[-2:],
-                                                        ori_shape=prepared.shape[-2:]))
-                            for _ in range(prepared.shape[0])]
+            data_samples = bare_samples(prepared.shape)
         device = next(iter(self.parameters())).device
         with torch.inference_mode(), autocast(self.precision, device):
             maps = stitch_windows(prepared.shape, ((jobs, self.prepared_maps(features))

@@ -28,12 +28,12 @@ def threshold_to_background(class_probs: Tensor, prob_thd: float, bg_idx: int) -
     return torch.where(top < prob_thd, torch.full_like(pred, bg_idx), pred)
 
 
-def bare_samples(inputs: Tensor) -> List[SegDataSample]:
-    """Data samples for a batch ``[B, C, H, W]`` passed without any: the original size is
-    the input size."""
-    shape = tuple(inputs.shape[-2:])
-    return [SegDataSample(metainfo=dict(img_shape=shape, ori_shape=shape))
-            for _ in range(inputs.shape[0])]
+def bare_samples(shape) -> List[SegDataSample]:
+    """Data samples for a batch of ``shape`` ``(B, C, H, W)`` passed without any: the
+    original size is the input size."""
+    size = tuple(shape[-2:])
+    return [SegDataSample(metainfo=dict(img_shape=size, ori_shape=size))
+            for _ in range(shape[0])]
 
 
 def to_original_size(maps: Tensor, meta: dict) -> Tensor:

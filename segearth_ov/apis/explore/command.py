@@ -9,6 +9,7 @@ from pathlib import Path
 from ...fileio import writable_folder
 from ...models import get_method, method_options
 from ...models.methods import choose_method
+from ..cli_parser import TILING_DEFAULTS
 from .server import serve
 from .session import ExploreSession
 
@@ -25,10 +26,9 @@ def predict_words(args, given: dict) -> list:
     for name, value in given.items():
         if flags[name].choices is None:
             words += [flags[name].cli_flag] + ([] if isinstance(value, bool) else [str(value)])
-    for flag, value, default in (('--tile', args.tile, 1024), ('--overlap', args.overlap, 128),
-                                 ('--batch-size', args.batch_size, 4)):
-        if value != default:
-            words += [flag, str(value)]
+    for name, default in TILING_DEFAULTS.items():
+        if getattr(args, name) != default:
+            words += ['--' + name.replace('_', '-'), str(getattr(args, name))]
     return words
 
 

@@ -4,7 +4,6 @@ prepared images, and the results it wrote into its own folder. Nothing else is r
 served; the page names inputs and results by id, never by path."""
 from __future__ import annotations
 
-import io
 import shlex
 import shutil
 import threading
@@ -17,6 +16,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from ...dataset_converters.writer import encode_image
 from ...fileio import IMAGE_SUFFIXES, atomic_path, checked_folder
 from ...geometry import Window, tile_grid
 from ...models.text import ClassQueries
@@ -41,13 +41,6 @@ class InputImage:
     width: int
     height: int
     georeferenced: bool
-
-
-def _png(array: np.ndarray) -> bytes:
-    from PIL import Image
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format='PNG')
-    return buffer.getvalue()
 
 
 def default_region(image: InputImage) -> Window:
@@ -131,7 +124,7 @@ class ExploreSession:
         with raster_session():
             scene = RasterScene(image.path, self.segmenter.bands)
             try:
-                return _png(scene.read((0, image.height, 0, image.width), shape))
+                return encode_image(scene.read((0, image.height, 0, image.width), shape), '.png')
             finally:
                 scene.close()
 
@@ -186,7 +179,7 @@ class ExploreSession:
         for name, array in (('overlay.png', overlay), ('confidence.png', confidence),
                             ('classes.png', index)):
             with atomic_path(folder / name) as tmp:
-                tmp.write_bytes(_png(np.rint(array).astype(np.uint8)))
+                tmp.write_bytes(encode_image(np.rint(array).astype(np.uint8), '.png'))
         kind = raster_suffix(prepared.scene)
         writer = LabelWriter(folder / f'labels.{kind}', prepared.scene, result.palette)
         write_windows([writer], [((0, prepared.height, 0, prepared.width), result.labels)])
@@ -248,6 +241,5 @@ class ExploreSession:
 
     def close(self) -> None:
         """Release the prepared images (and the files they hold open)."""
-        while self.segmenter.prepared:
-            self.segmenter.prepared.popitem()[1].close()
+        self.segmenter.prepared.clear()
 
