@@ -52,6 +52,8 @@ def test_segment_then_new_words_reuse_the_prepared_image(client):
     assert not first['from_prepared'] and [c['name'] for c in first['legend']] == ['road',
                                                                                   'tree']
     assert sum(c['pixels'] for c in first['legend']) == 60 * 70
+    progress = client.get('/api/progress').get_json()  # the first pass counted its tiles
+    assert progress['phase'] == 'idle' and progress['done'] == progress['total'] == 1
     assert first['legend'][0]['area_m2'] == pytest.approx(first['legend'][0]['pixels'] * 0.25)
     second = client.post('/api/segment', json=dict(input='i0', classes='water;road;roof',
                                                    prob_thd='0.2',
