@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -27,12 +27,24 @@ from .open_vocab import OpenVocabSegmentor
 from .postprocess import SoftmaxProbabilities
 from .text import cached_query_embeddings, openai_imagenet_templates
 from .text_free import TextFree, text_free_logits
-from .upsamplers import build_upsampler
+from .shared_kernels import SharedKernels
+from .sliding import window_batches
+from .upsamplers import KernelsOf, build_upsampler
 
 logger = logging.getLogger(__name__)
 
-# (cls [N, D], patches [N, D, h, w], padded crops [N, 3, H, W], padding) of a window batch
-WindowFeatures = Tuple[Tensor, Tensor, Tensor, Tuple[int, int, int, int]]
+
+
+class WindowFeatures(NamedTuple):
+    """The text-free outputs of a batch of windows: the [CLS] features ``[N, D]``, the
+    patch features ``[N, D, h, w]``, the padded crops ``[N, 3, H, W]`` (the upsampler's
+    guidance), their padding, and where the windows' upsampler kernels come from (None:
+    from the crops)."""
+    cls: Tensor
+    patches: Tensor
+    padded: Tensor
+    pad: Tuple[int, int, int, int]
+    kernels: Optional[KernelsOf] = None
 
 
 def _templates_description(templates) -> str:
@@ -200,13 +212,29 @@ class SegEarthOV(OpenVocabSegmentor):
         of :meth:`window_logits`."""
         padded, pad = pad_to_multiple(crops, self.dense_clip.patch_size)
         cls, patches = self.dense_clip(padded)
-        return cls, patches, padded, pad
+        return WindowFeatures(cls, patches, padded, pad)
+
+    def view_features(self, inputs: Tensor) -> List[tuple]:
+        """:meth:`window_features` of every batch of views, the upsampler's kernels shared
+        by overlapping windows (``shared_kernels.py``)."""
+        batches = window_batches(inputs, self.slide_crop, self.slide_stride,
+                                 self.window_batch)
+        patch = self.dense_clip.patch_size
+        if self.upsampler is None or self.slide_crop <= 0 or self.slide_crop % patch or \
+                min(inputs.shape[-2:]) <= self.slide_crop:
+            return [(jobs, self.window_features(crops)) for jobs, crops in batches]
+        shared = SharedKernels(self.upsampler, inputs, (self.slide_crop // patch,) * 2,
+                               (self.slide_crop,) * 2, self.slide_stride)
+        return [(jobs, self.window_features(crops)._replace(kernels=shared.bind(jobs)))
+                for jobs, crops in batches]
 
     def features_logits(self, features: WindowFeatures, text: Tensor) -> Tensor:
         """Logits ``[N, Q, h, w]`` of :meth:`window_features` against ``text`` ``[Q, D]``."""
-        cls, patches, padded, pad = features
+        cls, patches, padded, pad, kernels = features
         if self.upsampler is not None:  # exact, without the D x H x W feature map
-            logits = self.upsampler.cosine_logits(patches, padded, text)
+            # kernels only when shared: an upsampler's plain signature stays enough
+            shared = {} if kernels is None else dict(kernels=kernels)
+            logits = self.upsampler.cosine_logits(patches, padded, text, **shared)
         else:
             logits = text_free_logits(TextFree(F.normalize(patches.float(), dim=1)), text)
         return self._window_logits(logits, cls, text, padded.shape, pad)
@@ -233,8 +261,9 @@ class SegEarthOV(OpenVocabSegmentor):
         """The text-free part of :meth:`features_logits`: the [CLS] features and the
         upsampler's :class:`~.upsamplers.TextFree` factors (or the normalised patch
         features), per window."""
-        cls, patches, padded, pad = features
-        factors = self.upsampler.text_free(patches, padded) if self.upsampler is not None \
+        cls, patches, padded, pad, kernels = features
+        factors = self.upsampler.text_free(patches, padded, kernels=kernels) \
+            if self.upsampler is not None \
             else [TextFree(F.normalize(patches.float(), dim=1))]
         return cls, factors, padded.shape, pad
 

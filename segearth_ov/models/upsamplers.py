@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,9 @@ from ..weights import describe_key_mismatch, read_upsampler_state
 from .text_free import TextFree, text_free_logits
 
 logger = logging.getLogger(__name__)
+
+# step kernels of windows [start, stop) of a batch: one [n, H', W', d, d] tensor per step
+KernelsOf = Callable[[int, int], List[Tensor]]
 
 
 def spatial_kernel(diameter: int, sigma: Tensor) -> Tensor:
@@ -89,6 +92,8 @@ class JBU(nn.Module):
         guidance_dim: guidance channels (3 for RGB). key_dim: range-projection width.
     """
 
+    CHUNK_PIXELS = 4096
+
     def __init__(self, radius: int, guidance_dim: int = 3, key_dim: int = 32):
         super().__init__()
         self.radius = radius
@@ -120,28 +125,55 @@ class JBU(nn.Module):
         return k.permute(0, 2, 3, 1).reshape(b, h, w, self.diameter, self.diameter)
 
     def _kernel_channels_last(self, guidance: Tensor) -> Tensor:
-        b, _, h, w = guidance.shape
-        d2 = self.diameter ** 2
-        pixels = guidance.permute(0, 2, 3, 1)  # [B, H, W, 3]
-        first, last = self.range_proj[0], self.range_proj[3]
-        keys = F.linear(F.gelu(F.linear(pixels, first.weight[:, :, 0, 0], first.bias)),
-                        last.weight[:, :, 0, 0], last.bias).permute(0, 3, 1, 2).contiguous()
-        corr = neighbour_affinity(keys, self.radius, channels_last=True).reshape(b, h, w, d2)
+        return self.padded_kernel(pad_neighbourhood(guidance, self.radius))
+
+    def padded_kernel(self, padded: Tensor) -> Tensor:
+        """Eval-mode kernels ``[B, H, W, d, d]`` of the centre of a guidance ``[B, 3, H + 2r,
+        W + 2r]`` already padded by the radius: where the padding rows are real neighbours
+        (a band of a larger image), the kernels are that image's. The range keys are
+        pointwise, so keys of the padded guidance are the padded keys.
+
+        Computed a few thousand pixels at a time: the temporaries stay in cache and in
+        memory the allocator reuses (a fresh large buffer costs a page fault per 4 KiB).
+        Under autocast the kernels are still computed in float32 (the in-place steps
+        need one dtype, and the guidance is three channels: fp16 saves nothing here)."""
+        if padded.dtype in (torch.float16, torch.bfloat16):
+            padded = padded.float()
+        with torch.autocast(padded.device.type, enabled=False):
+            return self._padded_kernel(padded)
+
+    def _padded_kernel(self, padded: Tensor) -> Tensor:
+        r, d2 = self.radius, self.diameter ** 2
+        b, _, h, w = padded.shape
+        h, w = h - 2 * r, w - 2 * r
         temperature = self.range_temp.exp().clamp(1e-4, 1e4)
-        # softmax, times the spatial kernel, renormalised: with e = exp(t a - max),
-        # k = e s / max(sum(e s), 1e-7 sum(e)), the channels-first formula in one pass less
-        k = corr.mul_(temperature)
-        k = k.sub_(k.amax(-1, keepdim=True)).exp_()
-        total = k.sum(-1, keepdim=True)
-        k.mul_(spatial_kernel(self.diameter, self.sigma_spatial))
-        k.div_(torch.maximum(k.sum(-1, keepdim=True), 1e-7 * total))
+        spatial = spatial_kernel(self.diameter, self.sigma_spatial)
         first, last = self.fixup_proj[0], self.fixup_proj[3]
         weight = first.weight.view(d2, -1)  # [d2, d2 + 3]: the kernel's and the guidance's
-        hidden = F.linear(k, weight[:, :d2], first.bias)
-        hidden += F.linear(pixels, weight[:, d2:])
-        hidden = F.gelu(hidden)
-        k += 0.1 * F.linear(hidden, last.weight.view(d2, d2), last.bias)
-        return k.view(b, h, w, self.diameter, self.diameter)
+        kernel_weight, guide_weight = weight[:, :d2].T.contiguous(), weight[:, d2:].T
+        out_weight = last.weight.view(d2, d2).T.contiguous()
+        out = padded.new_empty(b, h, w, d2)
+        rows = max(1, self.CHUNK_PIXELS // w)
+        for i in range(b):
+            for top in range(0, h, rows):
+                bottom = min(top + rows, h)
+                around = padded[i:i + 1, :, top:bottom + 2 * r]
+                centre = around[:, :, r:r + bottom - top, r:r + w].contiguous()
+                corr = local_correlation(self.range_proj(around), self.range_proj(centre))
+                # softmax, times the spatial kernel, renormalised: with e = exp(t a - max),
+                # k = e s / max(sum(e s), 1e-7 sum(e)), the channels-first formula in one
+                # pass less
+                k = corr.view(-1, d2).mul_(temperature)
+                k = k.sub_(k.amax(-1, keepdim=True)).exp_()
+                total = k.sum(-1, keepdim=True)
+                k.mul_(spatial)
+                k.div_(torch.maximum(k.sum(-1, keepdim=True), 1e-7 * total))
+                hidden = torch.addmm(first.bias, centre[0].reshape(3, -1).T, guide_weight)
+                hidden.addmm_(k, kernel_weight)
+                k.add_(last.bias, alpha=0.1)
+                torch.addmm(k, F.gelu(hidden), out_weight, alpha=0.1,
+                            out=out[i, top:bottom].view(-1, d2))
+        return out.view(b, h, w, self.diameter, self.diameter)
 
     def guidance_kernel(self, guidance: Tensor, size) -> Tensor:
         """The kernels ``[B, H', W', d, d]`` of this step at output ``size``, from the
@@ -207,11 +239,14 @@ class _Upsampler(nn.Module):
             raise ValueError(f'{type(self).__name__}: source batch {source.shape[0]} != '
                              f'guidance batch {guidance.shape[0]}')
 
-    def forward(self, source: Tensor, guidance: Tensor) -> Tensor:
-        """``source`` ``[B, D, h, w]``, guidance ``[B, 3, H, W]`` -> ``[B, D, H, W]``."""
+    def forward(self, source: Tensor, guidance: Tensor,
+                kernels: Optional[List[Tensor]] = None) -> Tensor:
+        """``source`` ``[B, D, h, w]``, guidance ``[B, 3, H, W]`` -> ``[B, D, H, W]``;
+        ``kernels``: :meth:`step_kernels` when the caller has them."""
         self._check(source, guidance)
-        x = self.propagate(source, self.step_kernels(source.shape[-2:], guidance),
-                           guidance.shape[-2:])
+        if kernels is None:
+            kernels = self.step_kernels(source.shape[-2:], guidance)
+        x = self.propagate(source, kernels, guidance.shape[-2:])
         return x + 0.1 * self.fixup_proj(x)
 
     def feature_cosine_logits(self, source: Tensor, guidance: Tensor, text: Tensor) -> Tensor:
@@ -221,17 +256,20 @@ class _Upsampler(nn.Module):
                                 text)
 
     def cosine_logits(self, source: Tensor, guidance: Tensor, text: Tensor,
-                      chunk: int = 1) -> Tensor:
+                      chunk: int = 1, kernels: Optional[KernelsOf] = None) -> Tensor:
         """Cosine similarities ``[B, Q, H, W]`` of the upsampled features with ``text``
         ``[Q, D]`` (L2-normalised rows): ``normalize(self(source, guidance)) . text``;
         :meth:`text_free` then :func:`text_free_logits`, ``chunk`` windows at a time (which
         bounds the memory)."""
         return torch.cat([text_free_logits(part, text)
-                          for part in self.text_free(source, guidance, chunk)])
+                          for part in self.text_free(source, guidance, chunk, kernels)])
 
-    def text_free(self, source: Tensor, guidance: Tensor, chunk: int = 1) -> List[TextFree]:
+    def text_free(self, source: Tensor, guidance: Tensor, chunk: int = 1,
+                  kernels: Optional[KernelsOf] = None) -> List[TextFree]:
         """Everything :meth:`cosine_logits` computes before the text, per ``chunk`` windows
-        of ``source`` ``[B, D, h, w]`` and ``guidance`` ``[B, 3, H, W]``.
+        of ``source`` ``[B, D, h, w]`` and ``guidance`` ``[B, 3, H, W]``. ``kernels(start,
+        stop)`` gives :meth:`step_kernels` of windows ``[start, stop)`` where the caller has
+        them (shared by overlapping windows: ``shared_kernels.py``).
 
         With ``X = M F`` (``F`` the ``[D, P]`` patch features of one window) factored as
         ``X = Q_ R`` (reduced QR, ``Q_`` ``[D, r]`` orthonormal, ``r = P``), each upsampled
@@ -244,12 +282,17 @@ class _Upsampler(nn.Module):
         """
         self._check(source, guidance)
         b, d, h, w = source.shape
-        if self.training or h * w >= d:
+        if self.training:
             return [TextFree(F.normalize(self(source, guidance).float(), dim=1))]
-        return [self._low_rank(source[i:i + chunk], guidance[i:i + chunk])
-                for i in range(0, b, chunk)]
+        if kernels is None:
+            def kernels(start: int, stop: int) -> List[Tensor]:
+                return self.step_kernels((h, w), guidance[start:stop])
+        if h * w >= d:
+            return [TextFree(F.normalize(self(source, guidance, kernels(0, b)).float(), dim=1))]
+        return [self._low_rank(source[i:i + chunk], guidance[i:i + chunk],
+                               kernels(i, i + chunk)) for i in range(0, b, chunk)]
 
-    def _low_rank(self, source: Tensor, guidance: Tensor) -> TextFree:
+    def _low_rank(self, source: Tensor, guidance: Tensor, kernels: List[Tensor]) -> TextFree:
         b, d, h, w = source.shape
         no_autocast = torch.autocast(source.device.type, enabled=False)
         with no_autocast:  # the factorisation stays in float64 under fp16 / bf16 autocast
@@ -259,7 +302,6 @@ class _Upsampler(nn.Module):
             shift = 0.1 * conv.bias.double()
             basis, coeffs = torch.linalg.qr(mix @ source.reshape(b, d, h * w).double())
             shift_proj = torch.einsum('bdr,d->br', basis, shift).float()
-        kernels = self.step_kernels((h, w), guidance)
         y = self.propagate(coeffs.to(source.dtype).view(b, h * w, h, w), kernels,
                            guidance.shape[-2:]).float()
         with no_autocast:
