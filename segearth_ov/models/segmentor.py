@@ -25,14 +25,13 @@ from .global_bias import alleviate_global_bias
 from .methods import MethodOption, register_method
 from .open_vocab import OpenVocabSegmentor
 from .postprocess import SoftmaxProbabilities
-from .text import cached_query_embeddings, openai_imagenet_templates
-from .text_free import TextFree, text_free_logits
 from .shared_kernels import SharedKernels
 from .sliding import window_batches
+from .text import cached_query_embeddings, openai_imagenet_templates
+from .text_free import TextFree, text_free_logits
 from .upsamplers import KernelsOf, build_upsampler
 
 logger = logging.getLogger(__name__)
-
 
 
 class WindowFeatures(NamedTuple):
