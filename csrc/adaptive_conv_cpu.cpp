@@ -1,6 +1,6 @@
 // CPU kernels of the adaptive convolution (forward, grad-input, grad-filters).
 //
-// float32 forward with d = 3, 7, 9 or 11 (the JBU sizes, 9 its fused x2 steps) runs `correlate_rows`: a tile of
+// float32 forward with d = 3, 7 or 11 (the JBU sizes) runs `correlate_rows`: a tile of
 // 4 output rows x 3 channels x 8 columns is accumulated in registers, each input row vector
 // loaded feeds every output row of the tile it reaches, and the filters are packed as
 // [B, H, W/8, d*d, 8]. Other forwards and grad-input share `correlate`: a tile of TX output
@@ -134,7 +134,7 @@ void correlate(const at::Tensor& A, at::Tensor& out, int d, const KBase& kbase, 
 }
 
 
-// ---- float32 forward for the JBU kernel sizes (d = 3, 7, 9, 11): row-blocked tiles ----------
+// ---- float32 forward for the JBU kernel sizes (d = 3, 7, 11): row-blocked tiles ----------
 // A tile is R output rows x CB channels x FX columns. Input row r of the R + D - 1 rows it
 // touches is loaded once per (r, j) and feeds every output row q whose offset i = r - q is
 // in [0, D), so loads per FMA drop from 1.25 (one row per tile) to about 0.65. With R and D
@@ -245,11 +245,10 @@ at::Tensor pack_filters(const at::Tensor& filters, int64_t width);
 // Whether the row-blocked float kernel has an instantiation for this case.
 bool rows_kernel(const at::Tensor& input, const at::Tensor& filters, at::Tensor& out) {
   const int64_t d = filters.size(3);
-  if (input.scalar_type() != at::kFloat || (d != 3 && d != 7 && d != 9 && d != 11)) return false;
+  if (input.scalar_type() != at::kFloat || (d != 3 && d != 7 && d != 11)) return false;
   const auto packed = pack_filters(filters, FX);
   if (d == 3) correlate_rows<3>(input, out, packed);
   else if (d == 7) correlate_rows<7>(input, out, packed);
-  else if (d == 9) correlate_rows<9>(input, out, packed);
   else correlate_rows<11>(input, out, packed);
   return true;
 }
