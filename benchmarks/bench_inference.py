@@ -5,6 +5,10 @@ is its own. Time is split into CLIP (dense features), the upsampler (the upsampl
 logits) and the rest (padding, global bias, stitching, post-processing); text embeddings
 are computed before timing. Random weights: speed does not depend on them.
 
+*upsampler share* is the upsampler's part of its own process's time and *x own CLIP* that
+process's time over its own CLIP time: both compare within one process, so they do not move
+with how busy the machine is, as the ratio to the no-upsampler process does.
+
 Settings: no upsampler (the baseline of the ratios), the upsamplers on the segmentor's
 exact low-rank path, and ``jbu_one, feature path``, the same numbers computed by building
 the 512-channel upsampled feature map (what the segmentor did before). The last table times
@@ -137,18 +141,20 @@ def main():
     peak = 'peak CUDA MiB' if args.device.startswith('cuda') else 'peak RSS MiB'
     print(f'SegEarthOV ViT-B-16, 448x448 image (9 windows of 224), {args.device}, '
           f'{args.threads} threads, {args.images} image(s) after one warm-up\n')
-    print(f'| setting | s / image | x no upsampler | CLIP s | upsampler s | rest s | {peak} |')
-    print('|---|---|---|---|---|---|---|')
+    print(f'| setting | s / image | x no upsampler | CLIP s | upsampler s | upsampler share '
+          f'| x own CLIP | rest s | {peak} |')
+    print('|---|---|---|---|---|---|---|---|---|')
     base = dict(rows).get('no upsampler', {}).get('total')
     for name, r in rows:
         if name == 'text':
             continue
         if 'skipped' in r:
-            print(f'| {name} | skipped: {r["skipped"]} | | | | | |')
+            print(f'| {name} | skipped: {r["skipped"]} | | | | | | | |')
             continue
         ratio = f'{r["total"] / base:.2f}' if base else '-'
         print(f'| {name} | {r["total"]:.2f} | {ratio} | {r["clip"]:.2f} | '
-              f'{r["upsampler"]:.2f} | {r["rest"]:.2f} | {r["peak_mib"]:.0f} |')
+              f'{r["upsampler"]:.2f} | {100 * r["upsampler"] / r["total"]:.0f}% | '
+              f'{r["total"] / r["clip"]:.2f} | {r["rest"]:.2f} | {r["peak_mib"]:.0f} |')
     text = dict(rows).get('text')
     if text:
         print(f'\n| text encoding ({text["prompts"]} prompts) | first run s | second run s |')

@@ -6,12 +6,15 @@ subprocesses (so each peak memory is its own, read from VmHWM):
     window: GeoTIFF labels, overlay, JSON);
   - baseline: the whole scene read into memory and passed to the model in one call (its
     own sliding windows), as one would with the plain mmseg API.
-Printed: seconds, tiles per second, megapixels per second and peak memory, and the ratios
-tiled / baseline. ViT-B-16 with random weights (speed does not depend on them), no
-upsampler unless --upsampler-checkpoint is given.
+Printed: seconds, tiles per second, megapixels per second, seconds per square kilometre
+at the scene's 0.3 m pixels, peak memory, and the ratios tiled / baseline. Random weights
+(speed does not depend on them): SegEarth-OV on ViT-B-16 with ``--upsampler`` (random
+SimFeatUp weights unless ``--upsampler-checkpoint``), or ``--method segearth-ov3`` (the
+full-size SAM 3).
 
     python benchmarks/bench_predict.py [--side 4096] [--tile 1024] [--overlap 128]
         [--batch-size 2] [--device cpu] [--threads 2] [--no-baseline]
+        [--method segearth-ov | segearth-ov3] [--upsampler none | jbu_one | jbu_stack]
 """
 import argparse
 import json
@@ -21,6 +24,7 @@ import sys
 import tempfile
 import time
 
+PIXEL_METRES = 0.3
 
 def peak_mb() -> float:
     with open('/proc/self/status') as status:
@@ -33,9 +37,10 @@ def make_scene(path: str, side: int) -> None:
     import rasterio
     from affine import Affine
     rng = np.random.default_rng(0)
+    transform = Affine(PIXEL_METRES, 0, 500000, 0, -PIXEL_METRES, 5650000)
     with rasterio.open(path, 'w', driver='GTiff', width=side, height=side, count=3,
                        dtype='uint8', crs='EPSG:32632', tiled=True, blockxsize=256,
-                       blockysize=256, transform=Affine(0.3, 0, 500000, 0, -0.3, 5650000)) as ds:
+                       blockysize=256, transform=transform) as ds:
         for y in range(0, side, 512):  # written in strips: the generator stays small too
             h = min(512, side - y)
             yy, xx = np.mgrid[y:y + h, 0:side]
@@ -45,17 +50,34 @@ def make_scene(path: str, side: int) -> None:
                      window=rasterio.windows.Window(0, y, side, h))
 
 
+def random_upsampler(args):
+    """A checkpoint file of random upsampler weights (predict loads upsamplers from files)."""
+    if args.upsampler == 'none':
+        return None
+    import torch
+
+    from segearth_ov.models.upsamplers import UPSAMPLERS
+    torch.manual_seed(0)
+    state = UPSAMPLERS[args.upsampler](feat_dim=512).state_dict()
+    path = os.path.join(os.path.dirname(args.scene), f'{args.upsampler}.ckpt')
+    torch.save({'state_dict': {f'upsampler.{k}': v for k, v in state.items()}}, path)
+    return path
+
+
 def run(mode: str, args) -> dict:
     import numpy as np
     import torch
     torch.set_num_threads(args.threads)
     from segearth_ov import OpenVocabSegmenter
-    upsampler = 'jbu_stack' if args.upsampler_checkpoint else 'none'
+    if args.method == 'segearth-ov3':
+        options = dict(sam3_checkpoint='none')
+    else:
+        options = dict(pretrained='none', upsampler=args.upsampler,
+                       upsampler_checkpoint=args.upsampler_checkpoint or random_upsampler(args))
     seg = OpenVocabSegmenter(['building,roof', 'road', 'water', 'tree', 'grass'],
-                             pretrained='none', upsampler=upsampler,
-                             upsampler_checkpoint=args.upsampler_checkpoint,
-                             device=args.device, batch_size=args.batch_size, tile=args.tile,
-                             overlap=args.overlap)
+                             method=args.method, device=args.device,
+                             batch_size=args.batch_size, tile=args.tile, overlap=args.overlap,
+                             **options)
     seg.probabilities(np.zeros((1, 224, 224, 3), np.uint8))  # text embeddings, warm-up
     start = time.perf_counter()
     if mode == 'tiled':
@@ -83,6 +105,9 @@ def main():
     parser.add_argument('--batch-size', type=int, default=2)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--method', default='segearth-ov',
+                        choices=['segearth-ov', 'segearth-ov3'])
+    parser.add_argument('--upsampler', default='none', choices=['none', 'jbu_one', 'jbu_stack'])
     parser.add_argument('--upsampler-checkpoint')
     parser.add_argument('--no-baseline', action='store_true')
     parser.add_argument('--child', choices=['tiled', 'baseline'], help=argparse.SUPPRESS)
@@ -104,14 +129,18 @@ def main():
                 sys.exit(f'{mode} failed:\n{run_.stderr[-3000:]}')
             results[mode] = json.loads(run_.stdout.strip().splitlines()[-1])
     mpx = args.side * args.side / 1e6
-    print(f'{args.side}x{args.side} scene, tile {args.tile}, overlap {args.overlap}, batch '
-          f'{args.batch_size}, {args.device}, {args.threads} threads, ViT-B-16')
-    print('| run | seconds | tiles/s | Mpx/s | peak memory (MB) |')
-    print('|---|---|---|---|---|')
+    km2 = args.side * args.side * PIXEL_METRES ** 2 / 1e6
+    model = 'SegEarth-OV3 (full-size SAM 3)' if args.method == 'segearth-ov3' else \
+        f'SegEarth-OV ViT-B-16, upsampler {args.upsampler}'
+    print(f'{args.side}x{args.side} scene ({km2:.3f} km2 at {PIXEL_METRES} m), tile '
+          f'{args.tile}, overlap {args.overlap}, batch {args.batch_size}, {args.device}, '
+          f'{args.threads} threads, {model}')
+    print('| run | seconds | tiles/s | Mpx/s | s / km2 | peak memory (MB) |')
+    print('|---|---|---|---|---|---|')
     for mode, r in results.items():
         tiles_s = f'{r["tiles"] / r["seconds"]:.3f}' if mode == 'tiled' else '-'
         print(f'| {mode} | {r["seconds"]:.1f} | {tiles_s} | {mpx / r["seconds"]:.3f} | '
-              f'{r["peak_mb"]:.0f} |')
+              f'{r["seconds"] / km2:.0f} | {r["peak_mb"]:.0f} |')
     if 'baseline' in results:
         t, b = results['tiled'], results['baseline']
         print(f'tiled / baseline: time {t["seconds"] / b["seconds"]:.2f}x, peak memory '

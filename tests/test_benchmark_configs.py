@@ -249,16 +249,16 @@ SAR_CONFIGS = [name for name in CONFIGS if name.endswith('_sar.py')]
 
 @pytest.mark.parametrize('name', SAR_CONFIGS)
 def test_sar_configs_use_the_simfeatup_upsampler(name):
-    """SegEarth-OV-2 applies the optical jbu_one weights to AlignEarth features."""
-    from segearth_ov.models import SegEarthOV
+    """SegEarth-OV-2 applies the optical jbu_one weights to AlignEarth features (the whole
+    model of every config is built by test_mmseg_init_model_builds_every_config)."""
+    from segearth_ov.models.upsamplers import JBUOne, build_upsampler
     model_cfg = load(name).model
     assert model_cfg.upsampler == dict(type='jbu_one',
                                        checkpoint='checkpoints/xclip_jbu_one_million_aid.ckpt')
-    model_cfg = dict(model_cfg, clip=dict(arch='ViT-B-16', pretrained=None),
-                     upsampler=dict(type='jbu_one'), name_path=str(REPO / model_cfg.name_path))
-    model_cfg.pop('type')
-    model = SegEarthOV(**model_cfg)
-    assert type(model.upsampler).__name__ == 'JBUOne'
+    assert model_cfg.clip.arch == 'ViT-B-16'
+    upsampler = build_upsampler(dict(model_cfg.upsampler, checkpoint=None), 512, 16,
+                                warn_random=False)
+    assert type(upsampler) is JBUOne and upsampler.num_steps == 4
 
 
 def test_sar_whole_image_mode_upsamples_14_to_224():

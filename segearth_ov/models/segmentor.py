@@ -214,8 +214,9 @@ class SegEarthOV(OpenVocabSegmentor):
         return WindowFeatures(cls, patches, padded, pad)
 
     def view_features(self, inputs: Tensor) -> List[tuple]:
-        """:meth:`window_features` of every batch of views, the upsampler's kernels shared
-        by overlapping windows (``shared_kernels.py``)."""
+        """:meth:`window_features` of every batch of views; on images larger than a window
+        along both sides, the upsampler's kernels shared by overlapping windows
+        (``shared_kernels.py``)."""
         batches = window_batches(inputs, self.slide_crop, self.slide_stride,
                                  self.window_batch)
         patch = self.dense_clip.patch_size

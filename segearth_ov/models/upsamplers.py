@@ -68,18 +68,17 @@ def bicubic_x2(x: Tensor, pad: int = 0) -> Tensor:
     return torch.matmul(rows, torch.matmul(x, cols.T))
 
 
-def neighbour_affinity(keys: Tensor, radius: int, channels_last: bool = False) -> Tensor:
+def neighbour_affinity(keys: Tensor, radius: int) -> Tensor:
     """Dot product of each pixel's key with its ``d x d`` reflect-padded neighbours.
 
-    ``keys`` ``[B, K, H, W]`` -> ``[B, d * d, H, W]`` (``[B, H, W, d, d]`` with
-    ``channels_last``), neighbour index ``i * d + j`` for offset ``(i - r, j - r)``; never
-    materialises ``K * d^2 * H * W``. Under autocast the padding may come back in another
-    dtype than the keys: both are read in the padding's.
+    ``keys`` ``[B, K, H, W]`` -> ``[B, d * d, H, W]``, neighbour index ``i * d + j`` for
+    offset ``(i - r, j - r)``; never materialises ``K * d^2 * H * W``. Under autocast the
+    padding may come back in another dtype than the keys: both are read in the padding's.
     """
     b, _, h, w = keys.shape
     padded = pad_neighbourhood(keys, radius)
     corr = local_correlation(padded, keys.to(padded.dtype))  # [B, H, W, d, d]
-    return corr if channels_last else corr.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+    return corr.reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
 
 class JBU(nn.Module):
@@ -92,7 +91,7 @@ class JBU(nn.Module):
         guidance_dim: guidance channels (3 for RGB). key_dim: range-projection width.
     """
 
-    CHUNK_PIXELS = 4096
+    CHUNK_PIXELS = 4096  # pixels per pass of padded_kernel: its temporaries stay in cache
 
     def __init__(self, radius: int, guidance_dim: int = 3, key_dim: int = 32):
         super().__init__()
@@ -110,11 +109,12 @@ class JBU(nn.Module):
     def kernel(self, guidance: Tensor) -> Tensor:
         """Per-pixel kernels ``[B, H, W, d, d]`` from guidance ``[B, 3, H, W]``.
 
-        In eval mode the kernel is computed channels last (neighbours on the last axis,
-        the 1x1 convolutions as matrix products, one contiguous softmax); training keeps
-        the channels-first modules, whose dropout needs them. Both compute the same."""
+        In eval mode the kernel is computed channels last (:meth:`padded_kernel`: the
+        neighbours on the last axis, the fixup's 1x1 convolutions as matrix products, a few
+        rows at a time); training keeps the channels-first modules, whose dropout needs
+        them. Both compute the same."""
         if not self.training:
-            return self._kernel_channels_last(guidance)
+            return self.padded_kernel(pad_neighbourhood(guidance, self.radius))
         b, _, h, w = guidance.shape
         keys = self.range_proj(guidance)
         temperature = self.range_temp.exp().clamp(1e-4, 1e4)
@@ -123,9 +123,6 @@ class JBU(nn.Module):
         k = k / k.sum(1, keepdim=True).clamp(min=1e-7)
         k = k + 0.1 * self.fixup_proj(torch.cat([k, guidance], dim=1))
         return k.permute(0, 2, 3, 1).reshape(b, h, w, self.diameter, self.diameter)
-
-    def _kernel_channels_last(self, guidance: Tensor) -> Tensor:
-        return self.padded_kernel(pad_neighbourhood(guidance, self.radius))
 
     def padded_kernel(self, padded: Tensor) -> Tensor:
         """Eval-mode kernels ``[B, H, W, d, d]`` of the centre of a guidance ``[B, 3, H + 2r,
@@ -249,9 +246,11 @@ class _Upsampler(nn.Module):
         x = self.propagate(source, kernels, guidance.shape[-2:])
         return x + 0.1 * self.fixup_proj(x)
 
-    def feature_cosine_logits(self, source: Tensor, guidance: Tensor, text: Tensor) -> Tensor:
+    def feature_cosine_logits(self, source: Tensor, guidance: Tensor, text: Tensor,
+                              kernels: Optional[KernelsOf] = None) -> Tensor:
         """:meth:`cosine_logits` computed the direct way, by building the ``[B, D, H, W]``
-        upsampled features: the fallback, and what the fast path is measured against."""
+        upsampled features with each window's kernels from its own crop (``kernels`` is
+        accepted and not used): what the fast path is measured against."""
         return text_free_logits(TextFree(F.normalize(self(source, guidance).float(), dim=1)),
                                 text)
 
