@@ -65,6 +65,38 @@ def small_segmentor(**kwargs):
     return SegEarthOV(**cfg).eval()
 
 
+def potsdam_batch(model, rows: int, cols: int):
+    """The top-left ``rows x cols`` of a real labelled Potsdam tile, through the model's
+    own data preprocessor: ``[1, 3, rows, cols]``."""
+    import numpy as np
+    from PIL import Image
+    tile = shared_path('rs_samples', 'potsdam', 'img_dir', '2_10_0_0_512_512.png')
+    rgb = np.asarray(Image.open(tile).convert('RGB'))[:rows, :cols]
+    return model.data_preprocessor(dict(inputs=[torch.from_numpy(
+        np.ascontiguousarray(rgb[..., ::-1])).permute(2, 0, 1)]))['inputs']
+
+
+def feature_path(upsampler):
+    """Cosine logits the direct way, for the segmentor to call instead of the fast path:
+    the upsampled features built and normalised, each window's kernels from its crop."""
+    import torch.nn.functional as F
+
+    def cosine_logits(source, guidance, text, kernels=None):
+        features = F.normalize(upsampler(source, guidance).float(), dim=1)
+        return torch.einsum('bdhw,qd->bqhw', features, text)
+    return cosine_logits
+
+
+def assert_same_segmentation(fast, slow):
+    """Two ``SegDataSample`` of one image: class probabilities within 1e-5, labels equal
+    except where the two best classes tie within 1e-5."""
+    p_fast, p_slow = fast.seg_logits.data, slow.seg_logits.data
+    assert (p_fast - p_slow).abs().max() <= 1e-5
+    top2 = p_slow.topk(2, dim=0).values
+    differ = fast.pred_sem_seg.data[0] != slow.pred_sem_seg.data[0]
+    assert ((top2[0] - top2[1])[differ] <= 1e-5).all()  # only exact ties may differ
+
+
 PREDICT_CLASSES = ['building,roof', 'road', 'water', 'tree']
 
 
