@@ -26,7 +26,6 @@ from .methods import MethodOption, register_method
 from .open_vocab import OpenVocabSegmentor
 from .postprocess import SoftmaxProbabilities
 from .shared_kernels import SharedKernels
-from .sliding import window_batches
 from .text import cached_query_embeddings, openai_imagenet_templates
 from .text_free import TextFree, text_free_logits
 from .upsamplers import KernelsOf, build_upsampler
@@ -217,16 +216,14 @@ class SegEarthOV(OpenVocabSegmentor):
         """:meth:`window_features` of every batch of views; on images larger than a window
         along both sides, the upsampler's kernels shared by overlapping windows
         (``shared_kernels.py``)."""
-        batches = window_batches(inputs, self.slide_crop, self.slide_stride,
-                                 self.window_batch)
+        views = super().view_features(inputs)
         patch = self.dense_clip.patch_size
         if self.upsampler is None or self.slide_crop <= 0 or self.slide_crop % patch or \
                 min(inputs.shape[-2:]) <= self.slide_crop:
-            return [(jobs, self.window_features(crops)) for jobs, crops in batches]
+            return views
         shared = SharedKernels(self.upsampler, inputs, (self.slide_crop // patch,) * 2,
                                (self.slide_crop,) * 2, self.slide_stride)
-        return [(jobs, self.window_features(crops)._replace(kernels=shared.bind(jobs)))
-                for jobs, crops in batches]
+        return [(jobs, features._replace(kernels=shared.bind(jobs))) for jobs, features in views]
 
     def features_logits(self, features: WindowFeatures, text: Tensor) -> Tensor:
         """Logits ``[N, Q, h, w]`` of :meth:`window_features` against ``text`` ``[Q, D]``."""

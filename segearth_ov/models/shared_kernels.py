@@ -16,17 +16,15 @@ computed per window, as the upsampler does alone.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..geometry import Window
+from .sliding import WindowJobs
 from .upsamplers import JBU, KernelsOf, pad_neighbourhood
-
-# (image index, window) of each window of a batch, as sliding.window_batches gives them
-Jobs = Sequence[Tuple[int, Window]]
 
 
 class StepBands:
@@ -39,7 +37,7 @@ class StepBands:
     def __init__(self, jbu: JBU, guidance: Tensor, block: int, band: int):
         h, w = guidance.shape[-2] // block, guidance.shape[-1] // block
         pooled = F.adaptive_avg_pool2d(guidance[..., :h * block, :w * block], (h, w))
-        self.jbu, self.band = jbu, band
+        self.jbu, self.block, self.band = jbu, block, band
         self.shape = (h, w)
         self.padded = pad_neighbourhood(pooled, jbu.radius)
         self.bands: Dict[Tuple[int, int], Tensor] = {}
@@ -81,14 +79,14 @@ class SharedKernels:
                  window_size: Tuple[int, int], stride: int):
         self.upsampler, self.guidance = upsampler, guidance
         self.source_size, self.window_size = tuple(source_size), tuple(window_size)
-        self.steps: List[Optional[Tuple[int, StepBands]]] = []
+        self.steps: List[Optional[StepBands]] = []
         (h, w), (height, width) = self.source_size, self.window_size
         for step in upsampler.steps():
             h, w = 2 * h, 2 * w
             block = height // h
             shared = (height == block * h and width == block * w and min(h, w) >= 16 *
                       step.radius and stride % block == 0)
-            self.steps.append((block, StepBands(step, guidance, block, stride // block))
+            self.steps.append(StepBands(step, guidance, block, stride // block)
                               if shared else None)
 
     def window(self, image: int, window: Window) -> List[Tensor]:
@@ -98,14 +96,13 @@ class SharedKernels:
         if (y2 - y1, x2 - x1) != self.window_size:
             return self.upsampler.step_kernels(self.source_size, crop)
         kernels, (h, w) = [], self.source_size
-        for step, shared in zip(self.upsampler.steps(), self.steps):
+        for step, bands in zip(self.upsampler.steps(), self.steps):
             h, w = 2 * h, 2 * w
-            block = shared[0] if shared else 0
-            if shared is None or y1 % block or x1 % block:
+            if bands is None or y1 % bands.block or x1 % bands.block:
                 kernels.append(step.guidance_kernel(crop, (h, w)))
             else:
-                kernels.append(self._shared(step, shared[1], image, y1 // block,
-                                            x1 // block, (h, w), crop)[None])
+                kernels.append(self._shared(step, bands, image, y1 // bands.block,
+                                            x1 // bands.block, (h, w), crop)[None])
         return kernels
 
     @staticmethod
@@ -128,7 +125,7 @@ class SharedKernels:
                 kernel[:, w - r:] = step.padded_kernel(padded[:, :, :, w - r:])[0]
         return kernel
 
-    def bind(self, jobs: Jobs) -> KernelsOf:
+    def bind(self, jobs: WindowJobs) -> KernelsOf:
         """The kernels of windows ``[start, stop)`` of a batch of ``jobs``."""
         def kernels_of(start: int, stop: int) -> List[Tensor]:
             per_window = [self.window(image, window) for image, window in jobs[start:stop]]

@@ -21,11 +21,6 @@ class TextFree:
     basis: Optional[Tensor] = None
     shift: Optional[Tensor] = None
 
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size()
-                   for t in (self.features, self.norm, self.basis, self.shift) if t is not None)
-
 
 def text_free_logits(factors: TextFree, text: Tensor) -> Tensor:
     """Cosine logits ``[B, Q, H, W]`` of an upsampler's ``text_free`` output with ``text``

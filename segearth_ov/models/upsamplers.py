@@ -154,9 +154,8 @@ class JBU(nn.Module):
         for i in range(b):
             for top in range(0, h, rows):
                 bottom = min(top + rows, h)
-                around = padded[i:i + 1, :, top:bottom + 2 * r]
-                centre = around[:, :, r:r + bottom - top, r:r + w].contiguous()
-                corr = local_correlation(self.range_proj(around), self.range_proj(centre))
+                keys = self.range_proj(padded[i:i + 1, :, top:bottom + 2 * r])
+                corr = local_correlation(keys, keys[:, :, r:r + bottom - top, r:r + w])
                 # softmax, times the spatial kernel, renormalised: with e = exp(t a - max),
                 # k = e s / max(sum(e s), 1e-7 sum(e)), the channels-first formula in one
                 # pass less
@@ -165,7 +164,8 @@ class JBU(nn.Module):
                 total = k.sum(-1, keepdim=True)
                 k.mul_(spatial)
                 k.div_(torch.maximum(k.sum(-1, keepdim=True), 1e-7 * total))
-                hidden = torch.addmm(first.bias, centre[0].reshape(3, -1).T, guide_weight)
+                pixels = padded[i, :, top + r:bottom + r, r:r + w].reshape(3, -1).T
+                hidden = torch.addmm(first.bias, pixels, guide_weight)
                 hidden.addmm_(k, kernel_weight)
                 k.add_(last.bias, alpha=0.1)
                 torch.addmm(k, F.gelu(hidden), out_weight, alpha=0.1,
