@@ -56,7 +56,8 @@ def native_extensions():
     exts = []
     if shutil.which(os.environ.get('CXX', 'c++')):
         exts.append(cpp_extension.CppExtension(
-            'segearth_ov._ext_cpu', ['csrc/adaptive_conv_cpu.cpp'], include_dirs=['csrc'],
+            'segearth_ov._ext_cpu', ['csrc/adaptive_conv_cpu.cpp', 'csrc/bicubic_conv_cpu.cpp'],
+            include_dirs=['csrc'],
             extra_compile_args=helpers.cpu_flags(), extra_link_args=['-fopenmp']))
     import torch
     if (os.environ.get('SEGEARTH_OV_BUILD_CUDA', '1') != '0' and torch.version.cuda

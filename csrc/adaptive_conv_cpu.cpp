@@ -24,6 +24,19 @@
 
 #include "adaptive_conv.h"
 
+// A fresh multi-MB buffer is page-faulted in 4 KiB at a time on first write, which at the
+// last SimFeatUp step costs a sizeable part of the op. Where the kernel offers transparent
+// huge pages on request (the common `madvise` setting), ask for them: 512x fewer faults.
+void advise_huge_pages(const at::Tensor& t) {
+#ifdef MADV_HUGEPAGE
+  constexpr uintptr_t HUGE = uintptr_t(2) << 20;
+  const uintptr_t start = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t begin = (start + HUGE - 1) & ~(HUGE - 1);
+  const uintptr_t end = (start + t.numel() * t.element_size()) & ~(HUGE - 1);
+  if (end > begin + HUGE) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#endif
+}
+
 namespace {
 
 constexpr int TX = 16;  // output columns per register tile
@@ -335,19 +348,6 @@ void filter_grad_rows(const at::Tensor& G, const at::Tensor& In, at::Tensor& gk)
   });
 }
 
-// A fresh multi-MB buffer is page-faulted in 4 KiB at a time on first write, which at the
-// last SimFeatUp step costs a sizeable part of the op. Where the kernel offers transparent
-// huge pages on request (the common `madvise` setting), ask for them: 512x fewer faults.
-void advise_huge_pages(const at::Tensor& t) {
-#ifdef MADV_HUGEPAGE
-  constexpr uintptr_t HUGE = uintptr_t(2) << 20;
-  const uintptr_t start = reinterpret_cast<uintptr_t>(t.data_ptr());
-  const uintptr_t begin = (start + HUGE - 1) & ~(HUGE - 1);
-  const uintptr_t end = (start + t.numel() * t.element_size()) & ~(HUGE - 1);
-  if (end > begin + HUGE) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#endif
-}
-
 // Filters [B, H, W, d, d] packed as [B, H, W/width, d*d, width] (W zero-padded to whole
 // tiles): the d*d x width values one output tile needs are one contiguous block, like a
 // packed GEMM operand, instead of d*d rows spread over d*d planes.
@@ -458,10 +458,17 @@ at::Tensor grad_filters(const at::Tensor& grad_out, const at::Tensor& input) {
   return gkt.permute({0, 3, 4, 1, 2}).contiguous();
 }
 
+// bicubic_conv_cpu.cpp
+at::Tensor bicubic_conv(const at::Tensor& src, const at::Tensor& filters, const at::Tensor& row_taps,
+                        const at::Tensor& col_taps);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "segearth_ov adaptive convolution, CPU (C++/OpenMP)";
   m.def("forward_out", &forward_out, "adaptive_conv into a preallocated out [B,C,H,W]");
   m.def("forward", &forward, "out = adaptive_conv(input [B,C,H+d-1,W+d-1], filters [B,H,W,d,d])");
   m.def("grad_input", &grad_input, "grad of input [B,C,H+d-1,W+d-1] from grad_out [B,C,H,W] and filters");
   m.def("grad_filters", &grad_filters, "[B,H,W,d,d] = sum_c grad_out[b,c,y,x] * input[b,c,y+i,x+j]");
+  m.def("bicubic_conv", &bicubic_conv,
+        "[B,C,2h,2w] = adaptive_conv(pad(bicubic_x2(source)), filters [B,2h,2w,d,d]) from the padded "
+        "source and the row and column tap matrices [2h|2w, d, E]");
 }

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import adaptive_conv, local_correlation
+from ..ops import bicubic_conv, local_correlation
 from ..weights import describe_key_mismatch, read_upsampler_state
 from .text_free import TextFree, text_free_logits
 
@@ -36,36 +36,6 @@ def pad_neighbourhood(x: Tensor, radius: int) -> Tensor:
     images, where reflection is undefined) are replicate-padded instead."""
     mode = 'reflect' if min(x.shape[-2:]) > radius else 'replicate'
     return F.pad(x, [radius] * 4, mode=mode)
-
-
-def upsample_matrix(size: int, device=None, dtype=torch.float32, pad: int = 0,
-                    mode: str = 'reflect') -> Tensor:
-    """``[2 size + 2 pad, size]``: bicubic x2 upsampling along one axis (align_corners
-    False, borders clamped) as a matrix, read off ``F.interpolate`` applied to the unit
-    vectors, followed by ``pad`` rows of reflect (or replicate) padding on each side."""
-    eye = torch.eye(size, device=device, dtype=dtype).view(size, 1, size, 1)
-    matrix = F.interpolate(eye, (2 * size, 1), mode='bicubic', align_corners=False)[:, 0, :, 0].T
-    if pad:
-        index = torch.arange(-pad, 2 * size + pad, device=device)
-        last = 2 * size - 1
-        if mode == 'reflect':
-            index = torch.where(index < 0, -index, index)
-            index = torch.where(index > last, 2 * last - index, index)
-        else:
-            index = index.clamp(0, last)
-        matrix = matrix[index]
-    return matrix
-
-
-def bicubic_x2(x: Tensor, pad: int = 0) -> Tensor:
-    """``F.interpolate(x, scale_factor=2, mode='bicubic')`` for ``[B, C, h, w]``, then
-    :func:`pad_neighbourhood` by ``pad``, as two small matrix products (bicubic
-    interpolation is separable, padding selects rows): several times faster on CPU."""
-    h, w = x.shape[-2:]
-    mode = 'reflect' if min(2 * h, 2 * w) > pad else 'replicate'
-    rows = upsample_matrix(h, x.device, x.dtype, pad, mode)
-    cols = upsample_matrix(w, x.device, x.dtype, pad, mode)
-    return torch.matmul(rows, torch.matmul(x, cols.T))
 
 
 def neighbour_affinity(keys: Tensor, radius: int) -> Tensor:
@@ -179,9 +149,9 @@ class JBU(nn.Module):
 
     def propagate(self, source: Tensor, kernel: Tensor) -> Tensor:
         """The step's linear part: ``source`` ``[B, C, h, w]`` -> ``[B, C, 2h, 2w]``, bicubic
-        x2, reflect-padded, adaptive convolution with ``kernel``. Any number of channels."""
-        hr = bicubic_x2(source, pad=self.radius)
-        return adaptive_conv(hr, kernel.to(hr.dtype))
+        x2, reflect-padded, adaptive convolution with ``kernel`` (:func:`bicubic_conv`). Any
+        number of channels."""
+        return bicubic_conv(source, kernel.to(source.dtype))
 
     def forward(self, source: Tensor, guidance: Tensor) -> Tensor:
         """``source`` ``[B, D, h, w]``, ``guidance`` ``[B, 3, H, W]`` -> ``[B, D, 2h, 2w]``."""

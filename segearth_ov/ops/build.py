@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 CSRC = Path(__file__).resolve().parents[2] / 'csrc'
 SOURCES = {
-    'cpu': ['adaptive_conv_cpu.cpp'],
+    'cpu': ['adaptive_conv_cpu.cpp', 'bicubic_conv_cpu.cpp'],
     'cuda': ['adaptive_conv_cuda.cu'],
 }
 _loaded: Dict[str, Optional[object]] = {}
