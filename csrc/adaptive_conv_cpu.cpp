@@ -8,9 +8,9 @@
 // grad-input gathers from the zero-padded grad and the flipped, padded filters
 // [B, d, d, H+2(d-1), W+2(d-1)]. Both prefetch the next tile's input columns by hand: a tile
 // reads dozens of input rows at once, more streams than the hardware prefetcher follows.
-// Grad-filters (also the JBU's local correlation) accumulates whole output rows of every
-// kernel column in L1 for d = 3, 7, 11 (`filter_grad_rows`, written in the output's own
-// layout), JB columns of a tile in registers otherwise (`filter_grad`), prefetching rows
+// Grad-filters (also the JBU's local correlation) keeps a tile's every kernel column in
+// registers over all channels for d = 3, 7, 11 (`filter_grad_tiles`, written in the output's
+// own layout), JB columns of a tile in registers otherwise (`filter_grad`), prefetching rows
 // of the channels a few planes ahead. Parallelism: at::parallel_for over (row band x channel
 // group) or (row x kernel row) tasks, in torch's OpenMP pool, so torch.set_num_threads
 // applies. float32 and float64 run natively; half and bfloat16 are computed in float32 and
@@ -312,38 +312,45 @@ void filter_grad(const at::Tensor& G, const at::Tensor& In, at::Tensor& gkt) {
   });
 }
 
-// gk[b, y, x, i, j] = sum_c G[b, c, y, x] * In[b, c, y+i, x+j] for the JBU sizes. A task
-// (b, y, i) accumulates whole rows, acc[j][x] for the D kernel columns (D x W values: in L1
-// for W up to a few hundred), streaming each channel's grad row and input row once from
-// start to end, which the hardware prefetcher follows; then it stores the rows straight in
-// [B, H, W, d, d] order, which saves the transposing copy of `filter_grad`'s layout.
-// Tasks run (b, y, i) with i fastest, so the grad rows a task reads are still in cache for
-// the next.
+// gk[b, y, x, i, j] = sum_c G[b, c, y, x] * In[b, c, y+i, x+j] for the JBU sizes. A task is
+// (b, y, i); a tile is L columns of it, whose D accumulators (one per kernel column j) stay
+// in registers over every channel: a multiply-add costs about one load and nothing is
+// stored until the tile is done, when its D x L values go straight to [B, H, W, d, d].
 template <typename scalar_t, int D>
-void filter_grad_rows(const at::Tensor& G, const at::Tensor& In, at::Tensor& gk) {
+void filter_grad_tiles(const at::Tensor& G, const at::Tensor& In, at::Tensor& gk) {
+  constexpr int L = 32 / sizeof(scalar_t);
+  typedef scalar_t vec __attribute__((vector_size(32)));
+  typedef scalar_t uvec __attribute__((vector_size(32), aligned(alignof(scalar_t))));
   const int64_t B = G.size(0), C = G.size(1), H = G.size(2), W = G.size(3);
-  const int64_t hp = In.size(2), wp = In.size(3);
+  const int64_t hp = In.size(2), wp = In.size(3), full = W / L * L;
   const scalar_t* g_ptr = G.data_ptr<scalar_t>();
   const scalar_t* i_ptr = In.data_ptr<scalar_t>();
   scalar_t* k_ptr = gk.data_ptr<scalar_t>();
   at::parallel_for(0, B * H * D, 1, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> rows(D * W);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t i = task % D, y = (task / D) % H, b = task / (D * H);
-      std::fill(rows.begin(), rows.end(), scalar_t(0));
-      for (int64_t c = 0; c < C; ++c) {
-        const scalar_t* gp = g_ptr + ((b * C + c) * H + y) * W;
-        const scalar_t* ip = i_ptr + ((b * C + c) * hp + y + i) * wp;
-        for (int j = 0; j < D; ++j) {
-          scalar_t* acc = rows.data() + j * W;
-          const scalar_t* in = ip + j;
-#pragma omp simd
-          for (int64_t x = 0; x < W; ++x) acc[x] += gp[x] * in[x];
-        }
-      }
+      const scalar_t* gb = g_ptr + (b * C * H + y) * W;
+      const scalar_t* ib = i_ptr + (b * C * hp + y + i) * wp;
       scalar_t* kp = k_ptr + (b * H + y) * W * D * D + i * D;
-      for (int64_t x = 0; x < W; ++x)
-        for (int j = 0; j < D; ++j) kp[x * D * D + j] = rows[j * W + x];
+      for (int64_t x0 = 0; x0 < full; x0 += L) {
+        vec acc[D] = {};
+        for (int64_t c = 0; c < C; ++c) {
+          const scalar_t* gp = gb + c * H * W + x0;
+          const scalar_t* ip = ib + c * hp * wp + x0;
+          __builtin_prefetch(ip + 4 * L + D);  // a plane apart per channel: too many streams
+          const vec g = *reinterpret_cast<const uvec*>(gp);
+#pragma GCC unroll 16
+          for (int j = 0; j < D; ++j) acc[j] += g * *reinterpret_cast<const uvec*>(ip + j);
+        }
+        for (int t = 0; t < L; ++t)
+          for (int j = 0; j < D; ++j) kp[(x0 + t) * D * D + j] = acc[j][t];
+      }
+      for (int64_t x = full; x < W; ++x)
+        for (int j = 0; j < D; ++j) {
+          scalar_t acc = 0;
+          for (int64_t c = 0; c < C; ++c) acc += gb[c * H * W + x] * ib[c * hp * wp + x + j];
+          kp[x * D * D + j] = acc;
+        }
     }
   });
 }
@@ -445,9 +452,9 @@ at::Tensor grad_filters(const at::Tensor& grad_out, const at::Tensor& input) {
                         input.options());
     advise_huge_pages(gk);
     AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "adaptive_conv_cpu_grad_filters_rows", [&] {
-      if (d == 3) filter_grad_rows<scalar_t, 3>(grad_out, input, gk);
-      else if (d == 7) filter_grad_rows<scalar_t, 7>(grad_out, input, gk);
-      else filter_grad_rows<scalar_t, 11>(grad_out, input, gk);
+      if (d == 3) filter_grad_tiles<scalar_t, 3>(grad_out, input, gk);
+      else if (d == 7) filter_grad_tiles<scalar_t, 7>(grad_out, input, gk);
+      else filter_grad_tiles<scalar_t, 11>(grad_out, input, gk);
     });
     return gk;
   }

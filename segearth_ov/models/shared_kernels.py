@@ -27,6 +27,9 @@ from .sliding import WindowJobs
 from .upsamplers import JBU, KernelsOf, pad_neighbourhood
 
 
+STRIP_COLUMNS = 8  # the CPU kernels' float32 vector width
+
+
 class StepBands:
     """One JBU step's kernels over a whole image grid, in bands of ``band`` rows.
 
@@ -119,10 +122,13 @@ class SharedKernels:
                 kernel[:r] = step.padded_kernel(padded[:, :, :3 * r])[0]
             if inner[1]:
                 kernel[h - r:] = step.padded_kernel(padded[:, :, h - r:])[0]
+            # columns are computed STRIP_COLUMNS at least (and the extra ones dropped): a
+            # narrower band would run the native local correlation's scalar tail
+            c = min(max(r, STRIP_COLUMNS), w)
             if inner[2]:
-                kernel[:, :r] = step.padded_kernel(padded[:, :, :, :3 * r])[0]
+                kernel[:, :r] = step.padded_kernel(padded[:, :, :, :c + 2 * r])[0, :, :r]
             if inner[3]:
-                kernel[:, w - r:] = step.padded_kernel(padded[:, :, :, w - r:])[0]
+                kernel[:, w - r:] = step.padded_kernel(padded[:, :, :, w - c:])[0, :, c - r:]
         return kernel
 
     def bind(self, jobs: WindowJobs) -> KernelsOf:

@@ -51,6 +51,20 @@ def neighbour_affinity(keys: Tensor, radius: int) -> Tensor:
     return corr.reshape(b, h, w, -1).permute(0, 3, 1, 2)
 
 
+def squared_norms(y: Tensor, shift: Tensor, shift_norm2: float, block: int = 16) -> Tensor:
+    """``|y + shift|^2`` over the channels of ``y`` ``[B, r, H, W]`` as ``|y|^2 + 2 y . shift
+    + shift_norm2`` (``shift`` ``[B, r]``): ``[B, H, W]``. Summed ``block`` channels at a time,
+    so the squares are a small buffer the allocator reuses, not a fresh one of ``y``'s size
+    (whose page faults cost more than the sums)."""
+    b, r = y.shape[:2]
+    flat = y.reshape(b, r, -1)
+    out = torch.bmm(shift.unsqueeze(1), flat).squeeze(1).mul_(2).add_(shift_norm2)
+    for start in range(0, r, block):
+        part = flat[:, start:start + block]
+        out += (part * part).sum(1)
+    return out.view(b, *y.shape[2:])
+
+
 class JBU(nn.Module):
     """One x2 joint-bilateral upsampling step (FeatUp's JBU).
 
@@ -124,7 +138,7 @@ class JBU(nn.Module):
         for i in range(b):
             for top in range(0, h, rows):
                 bottom = min(top + rows, h)
-                keys = self.range_proj(padded[i:i + 1, :, top:bottom + 2 * r])
+                keys = self._range_keys(padded[i, :, top:bottom + 2 * r])
                 corr = local_correlation(keys, keys[:, :, r:r + bottom - top, r:r + w])
                 # softmax, times the spatial kernel, renormalised: with e = exp(t a - max),
                 # k = e s / max(sum(e s), 1e-7 sum(e)), the channels-first formula in one
@@ -141,6 +155,17 @@ class JBU(nn.Module):
                 torch.addmm(k, F.gelu(hidden), out_weight, alpha=0.1,
                             out=out[i, top:bottom].view(-1, d2))
         return out.view(b, h, w, self.diameter, self.diameter)
+
+    def _range_keys(self, guidance: Tensor) -> Tensor:
+        """``range_proj`` (eval) of one image's guidance ``[3, H, W]`` -> ``[1, K, H, W]``,
+        its 1x1 convolutions as matrix products on the ``[3, H W]`` pixels: several times
+        faster than the convolution calls for these few channels."""
+        first, last = self.range_proj[0], self.range_proj[3]
+        h, w = guidance.shape[-2:]
+        hidden = torch.addmm(first.bias[:, None], first.weight[:, :, 0, 0],
+                             guidance.reshape(guidance.shape[0], -1))
+        keys = torch.addmm(last.bias[:, None], last.weight[:, :, 0, 0], F.gelu(hidden))
+        return keys.view(1, -1, h, w)
 
     def guidance_kernel(self, guidance: Tensor, size) -> Tensor:
         """The kernels ``[B, H', W', d, d]`` of this step at output ``size``, from the
@@ -274,8 +299,7 @@ class _Upsampler(nn.Module):
         y = self.propagate(coeffs.to(source.dtype).view(b, h * w, h, w), kernels,
                            guidance.shape[-2:]).float()
         with no_autocast:
-            norm2 = (y.square().sum(1) + 2 * torch.einsum('brhw,br->bhw', y, shift_proj)
-                     + float(shift.square().sum()))
+            norm2 = squared_norms(y, shift_proj, float(shift.square().sum()))
             return TextFree(y, norm2.clamp(min=0).sqrt().clamp(min=1e-12), basis, shift)
 
 
