@@ -35,12 +35,25 @@ struct Fused {
   struct Vec {  // std::vector<vec> would drop the vector attribute (a template argument)
     vec v;
   };
+  struct Span {  // the taps [lo, hi) that are not zero: bicubic reads 4 of the E source rows
+    int lo = 0, hi = 0;
+  };
+
+  // spans[e] over the d taps of taps[i * stride + e]
+  static void nonzero_spans(const scalar_t* taps, int d, int64_t stride, Span* spans) {
+    for (int e = 0; e < E; ++e) {
+      Span span{d, 0};
+      for (int i = 0; i < d; ++i)
+        if (taps[i * stride + e] != 0) span = Span{std::min(span.lo, i), i + 1};
+      spans[e] = span.lo < span.hi ? span : Span{};
+    }
+  }
 
   // filters of output row Y's column group g: fbuf[(a * E + e) * 2 + q] holds lane l's
   // F[a, e] for output column 2 (g L + l) + q
-  static void build(const scalar_t* K, int d, const scalar_t* row_taps,
-                    const Vec* col_packed, int64_t g, int64_t w, scalar_t* fbuf,
-                    std::vector<Vec>& kt, std::vector<Vec>& t) {
+  static void build(const scalar_t* K, int d, const scalar_t* row_taps, const Span* row_spans,
+                    const Vec* col_packed, const Span* col_spans, int64_t g, int64_t w,
+                    scalar_t* fbuf, std::vector<Vec>& kt, std::vector<Vec>& t) {
     const int dd = d * d;
     for (int q = 0; q < 2; ++q) {
       for (int ij = 0; ij < dd; ++ij) kt[ij].v = vec{};
@@ -52,16 +65,17 @@ struct Fused {
       }
       // t[i, e] = sum_j K[i, j] col_taps[j, e] (per lane), then F[a, e] = sum_i row_taps[i, a] t[i, e]
       const Vec* cols = col_packed + (g * 2 + q) * d * E;
+      const Span* cspan = col_spans + (g * 2 + q) * E;
       for (int i = 0; i < d; ++i)
         for (int e = 0; e < E; ++e) {
           vec acc{};
-          for (int j = 0; j < d; ++j) acc += kt[i * d + j].v * cols[j * E + e].v;
+          for (int j = cspan[e].lo; j < cspan[e].hi; ++j) acc += kt[i * d + j].v * cols[j * E + e].v;
           t[i * E + e].v = acc;
         }
       for (int a = 0; a < E; ++a)
         for (int e = 0; e < E; ++e) {
           vec acc{};
-          for (int i = 0; i < d; ++i) acc += row_taps[i * E + a] * t[i * E + e].v;
+          for (int i = row_spans[a].lo; i < row_spans[a].hi; ++i) acc += row_taps[i * E + a] * t[i * E + e].v;
           *reinterpret_cast<vec*>(fbuf + ((a * E + e) * 2 + q) * L) = acc;
         }
     }
@@ -122,6 +136,19 @@ struct Fused {
             }
             col_packed[((g * 2 + q) * d + j) * E + e].v = v;
           }
+    std::vector<Span> col_spans(groups * 2 * E);
+    for (int64_t g = 0; g < groups; ++g)
+      for (int q = 0; q < 2; ++q) {
+        Span* spans = col_spans.data() + (g * 2 + q) * E;
+        for (int l = 0; l < L && g * L + l < w; ++l) {
+          Span lane[E];
+          nonzero_spans(ct + (2 * (g * L + l) + q) * d * E, d, E, lane);
+          for (int e = 0; e < E; ++e)
+            spans[e] = spans[e].lo < spans[e].hi
+                           ? Span{std::min(spans[e].lo, lane[e].lo), std::max(spans[e].hi, lane[e].hi)}
+                           : lane[e];
+        }
+      }
     const scalar_t* s_ptr = src.data_ptr<scalar_t>();
     const scalar_t* k_ptr = K.data_ptr<scalar_t>();
     const scalar_t* r_ptr = row_taps.data_ptr<scalar_t>();
@@ -133,10 +160,11 @@ struct Fused {
         const int64_t m = task % h, b = task / h;
         for (int p = 0; p < 2; ++p) {
           const int64_t y = 2 * m + p;
+          Span row_spans[E];
+          nonzero_spans(r_ptr + y * d * E, d, E, row_spans);
           for (int64_t g = 0; g < groups; ++g)
-            build(k_ptr + (b * H2 + y) * W2 * dd, d, r_ptr + y * d * E,
-                  col_packed.data(), g, w,
-                  fbuf + (p * groups + g) * fsize, kt, t);
+            build(k_ptr + (b * H2 + y) * W2 * dd, d, r_ptr + y * d * E, row_spans, col_packed.data(),
+                  col_spans.data(), g, w, fbuf + (p * groups + g) * fsize, kt, t);
         }
         for (int64_t c0 = 0; c0 < C; c0 += GROUP) {
           const int64_t c1 = std::min(c0 + GROUP, C);
