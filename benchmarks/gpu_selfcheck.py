@@ -79,10 +79,12 @@ def check_upsamplers(device):
     return ok
 
 
-def segmentor(device, upsampler, precision='fp32'):
+def segmentor(device, upsampler, quick, precision='fp32'):
+    """ViT-B-16 with random weights; ViT-S-16 for a quick dry run (the same code paths)."""
     from segearth_ov.models import SegEarthOV
     torch.manual_seed(0)
-    return SegEarthOV(clip=dict(arch='ViT-B-16', pretrained=None), precision=precision,
+    arch = 'ViT-S-16' if quick else 'ViT-B-16'
+    return SegEarthOV(clip=dict(arch=arch, pretrained=None), precision=precision,
                       upsampler=dict(type=upsampler) if upsampler else None,
                       classes=['road', 'building,roof', 'tree', 'water', 'grass', 'barren'],
                       prompt_templates=['a satellite photo of {}.']).to(device).eval()
@@ -92,14 +94,14 @@ def check_segmentor(device, quick):
     side = 224 if quick else 448
     torch.manual_seed(1)
     image = torch.randn(1, 3, side, side)
-    want = segmentor('cpu', 'jbu_one').predict(image)[0]
+    want = segmentor('cpu', 'jbu_one', quick).predict(image)[0]
     ok = True
-    got = segmentor(device, 'jbu_one').predict(image.to(device))[0]
+    got = segmentor(device, 'jbu_one', quick).predict(image.to(device))[0]
     ok &= report(f'SegEarthOV jbu_one probabilities fp32, {device} vs CPU',
                  (got.seg_logits.data.cpu() - want.seg_logits.data).abs().max().item(), 1e-4)
     if device != 'cpu':
         for precision in ('fp16', 'bf16'):
-            half = segmentor(device, 'jbu_one', precision).predict(image.to(device))[0]
+            half = segmentor(device, 'jbu_one', quick, precision).predict(image.to(device))[0]
             agree = (half.pred_sem_seg.data.cpu() == want.pred_sem_seg.data).float().mean()
             ok &= report(f'SegEarthOV jbu_one {precision} labels disagreeing with fp32',
                          1 - agree.item(), 0.02)
@@ -114,7 +116,7 @@ def timings(device, quick):
     precisions = ('fp32', 'fp16', 'bf16') if device == 'cuda' else ('fp32',)
     for upsampler in (None, 'jbu_one', 'jbu_stack'):
         for precision in precisions:
-            model = segmentor(device, upsampler, precision)
+            model = segmentor(device, upsampler, quick, precision)
             model.predict(image)
             sync()
             start, runs = time.perf_counter(), 1 if quick else 5
@@ -142,7 +144,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='cuda', choices=['cuda', 'cpu'])
-    parser.add_argument('--quick', action='store_true', help='small sizes, one timing run')
+    parser.add_argument('--quick', action='store_true', help='ViT-S-16, small sizes, one timing run')
     args = parser.parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
         print('no CUDA device here: nothing to check (run it where a GPU is, or pass '

@@ -52,10 +52,11 @@ def run(command, env=ENV):
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
 
-def results(out: Path):
+def results(out: Path, inputs: Path):
     """Every per-input output's bytes (the run's manifest and STAC index excluded), the output
-    folder's own name replaced in the summaries' paths."""
+    and input folders' names replaced in the summaries' paths."""
     return {str(p.relative_to(out)): p.read_bytes().replace(str(out).encode(), b'OUT')
+            .replace(str(inputs).encode(), b'IN')
             for p in sorted(out.rglob('*'))
             if p.is_file() and p.relative_to(out).parts[0] != '.segearth_ov'
             and p.name not in ('manifest.json', 'index.json', 'collection.json')}
@@ -70,18 +71,29 @@ def single(weights, scenes, tmp_path_factory):
     return out
 
 
-def test_two_processes_write_the_same_files(weights, scenes, single, tmp_path):
+def test_two_processes_write_the_same_files_and_one_line_per_failure(weights, scenes, single,
+                                                                    tmp_path):
+    """Inputs split across two processes give one process's files; an unreadable input among
+    them is one line on stderr and exit status 1, the others still done."""
+    inputs = tmp_path / 'in'
+    inputs.mkdir()
+    for scene in scenes.iterdir():
+        (inputs / scene.name).write_bytes(scene.read_bytes())
+    (inputs / 'broken.tif').write_bytes(b'not a tiff')
     out = tmp_path / 'two'
-    done = run(['bash', str(REPO / 'dist_predict.sh'), '2', *args(weights, scenes, out)],
+    done = run(['bash', str(REPO / 'dist_predict.sh'), '2', *args(weights, inputs, out)],
                env=dict(ENV, PORT=str(free_port()), PYTHON=sys.executable))
-    assert done.returncode == 0, done.stderr
-    expected = results(single)
+    assert done.returncode == 1, done.stderr
+    assert 'Traceback' not in done.stderr and 'ChildFailedError' not in done.stderr
+    assert 'broken.tif' in done.stderr and '1 of 5 inputs failed' in done.stderr
+    expected = results(single, scenes)
     # labels and its style, overlay, confidence, polygons and their style, summary
     assert len(expected) == 4 * 7
-    assert results(out) == expected
+    assert results(out, inputs) == expected
     manifest = json.loads((out / 'manifest.json').read_text())
-    assert manifest['processes'] == 2 and manifest['done'] == 4
-    assert sorted(e['rank'] for e in manifest['inputs']) == [0, 0, 1, 1]
+    assert manifest['processes'] == 2
+    assert (manifest['done'], manifest['failed']) == (4, 1)
+    assert {e['rank'] for e in manifest['inputs'] if e['status'] == 'done'} == {0, 1}
     index = json.loads((out / 'index.json').read_text())
     assert sorted(item['id'] for item in index['features']) == [f'scene{i}.tif'
                                                                 for i in range(4)]
@@ -107,44 +119,18 @@ def test_a_killed_run_resumes_with_the_rest(weights, scenes, single, tmp_path):
     assert done.returncode == 0, done.stderr
     manifest = json.loads((out / 'manifest.json').read_text())
     assert (manifest['skipped'], manifest['done']) == (finished, 4 - finished)
-    assert results(out) == results(single)
+    assert results(out, scenes) == results(single, scenes)
     assert not list(out.rglob('*.tmp'))
 
 
-def test_one_scene_split_across_two_processes(weights, tmp_path):
-    """--split-scenes: each process computes a band of tile rows of the same scene; the
+def test_scenes_split_across_two_processes(weights, scenes, single, tmp_path):
+    """--split-scenes: each process computes a band of tile rows of every scene; the
     assembled outputs equal one process's, byte for byte."""
-    (tmp_path / 'big').mkdir()
-    write_geotiff(tmp_path / 'big' / 'scene.tif', smooth_scene(300, 200))
-    common = [str(tmp_path / 'big'), '--clip', 'ViT-S-16', '--pretrained', str(weights),
-              '--upsampler', 'none', '--classes', 'road;water;tree', '--tile', '96',
-              '--overlap', '32', '--device', 'cpu', '--quiet', '--confidence',
-              '--vector', 'geojson']
-    one = run([sys.executable, '-m', 'segearth_ov.apis.cli', 'predict', *common, '--out',
-               str(tmp_path / 'one')])
-    assert one.returncode == 0, one.stderr
-    two = run(['bash', str(REPO / 'dist_predict.sh'), '2', *common, '--out',
-               str(tmp_path / 'two'), '--split-scenes'],
-              env=dict(ENV, PORT=str(free_port()), PYTHON=sys.executable))
+    out = tmp_path / 'two'
+    two = run(['bash', str(REPO / 'dist_predict.sh'), '2', *args(weights, scenes, out),
+               '--split-scenes'], env=dict(ENV, PORT=str(free_port()), PYTHON=sys.executable))
     assert two.returncode == 0, two.stderr
-    assert results(tmp_path / 'two') == results(tmp_path / 'one')
-    assert len(results(tmp_path / 'one')) == 7
-    assert not list((tmp_path / 'two' / '.segearth_ov' / 'parts').iterdir())
-    manifest = json.loads((tmp_path / 'two' / 'manifest.json').read_text())
-    assert manifest['done'] == 1 and len(manifest['inputs']) == 1
-
-
-def test_a_failing_input_under_dist_predict_is_one_line_and_exit_1(weights, scenes, tmp_path):
-    inputs = tmp_path / 'in'
-    inputs.mkdir()
-    for name in ('scene0.tif', 'scene1.tif'):
-        (inputs / name).write_bytes((scenes / name).read_bytes())
-    (inputs / 'broken.tif').write_bytes(b'not a tiff')
-    env = dict(ENV, PORT=str(free_port()), PYTHON=sys.executable)
-    done = run(['bash', str(REPO / 'dist_predict.sh'), '2',
-                *args(weights, inputs, tmp_path / 'out')], env)
-    assert done.returncode == 1, done.stderr
-    assert 'Traceback' not in done.stderr and 'ChildFailedError' not in done.stderr
-    assert 'broken.tif' in done.stderr and '1 of 3 inputs failed' in done.stderr
-    manifest = json.loads((tmp_path / 'out' / 'manifest.json').read_text())
-    assert (manifest['done'], manifest['failed']) == (2, 1)
+    assert results(out, scenes) == results(single, scenes)
+    assert not list((out / '.segearth_ov' / 'parts').iterdir())
+    manifest = json.loads((out / 'manifest.json').read_text())
+    assert manifest['done'] == 4 and len(manifest['inputs']) == 4

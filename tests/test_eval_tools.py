@@ -142,7 +142,7 @@ def test_dist_test_two_cpu_processes_match_one(uavid_like, tmp_path):
         assert one[key] == two[key], key
 
 
-def test_eval_all_resumes_after_a_kill(tmp_path):
+def test_eval_all_resumes_after_a_kill(tmp_path, capsys):
     configs = tmp_path / 'configs'
     make_set(tmp_path / 'roads1', 2, seed=1)
     make_set(tmp_path / 'roads2', 2, seed=2)
@@ -167,10 +167,10 @@ def test_eval_all_resumes_after_a_kill(tmp_path):
     assert [r['config'] for r in rows] == ['cfg_chn6_cug']
     first_row = rows[0]
 
-    second = subprocess.run(command + ['--cfg-options', 'model.delay=0'], env=env(),
-                            capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert 'cfg_chn6_cug: done on' in second.stdout and 'skipped' in second.stdout
+    capsys.readouterr()
+    assert eval_all_main(command[2:] + ['--cfg-options', 'model.delay=0']) == 0  # the rerun
+    printed = capsys.readouterr().out
+    assert 'cfg_chn6_cug: done on' in printed and 'skipped' in printed
     rows, _ = summary_rows(results)
     by_name = {r['config']: r for r in rows}
     assert sorted(by_name) == ['cfg_chn6_cug', 'cfg_massachusetts_road', 'cfg_uavid',
@@ -217,12 +217,13 @@ def test_concurrent_evals_keep_every_row(tmp_path):
                write_config(tmp_path / 'configs', 'cfg_uavid', 'cfg_uavid.py',
                             tmp_path / 'd2', 7, delay=2)]
     results = tmp_path / 'shared.xlsx'
-    runs = [subprocess.Popen([PYTHON, str(REPO / 'tools' / 'eval.py'),
-                              *eval_args(config, tmp_path / config.stem, results)], env=env(),
+    # one in another process, one in this one, at the same time
+    other = subprocess.Popen([PYTHON, str(REPO / 'tools' / 'eval.py'),
+                              *eval_args(configs[0], tmp_path / 'first', results)], env=env(),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for config in configs]
-    outputs = [run.communicate(timeout=300)[0] for run in runs]
-    assert all(run.returncode == 0 for run in runs), outputs
+    assert eval_main(eval_args(configs[1], tmp_path / 'second', results)) == 0
+    output = other.communicate(timeout=300)[0]
+    assert other.returncode == 0, output
     assert sorted(r['config'] for r in summary_rows(results)[0]) == ['cfg_chn6_cug',
                                                                      'cfg_uavid']
 

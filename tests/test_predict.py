@@ -84,36 +84,43 @@ PEAK_SCRIPT = textwrap.dedent('''
         x = tiles[..., 0].astype(np.float32)[:, None] / 255
         return np.concatenate([x, 1 - x, 0.5 * x, 0.5 - 0.5 * x], axis=1)
 
-    with raster_session():
-        scene = RasterScene(sys.argv[1])
-        writer = LabelWriter(Path(sys.argv[2]), scene, class_palette(4))
-        # tile 1050, overlap 50: both scenes are cut into tiles of nearly one size (1025 and
-        # 1042 pixels), so any difference in peak memory comes from the scene size
-        for window, probs in blended_probabilities(scene, pixelwise, 1050, 50, batch_size=2):
-            writer.write(window, probs.argmax(0).astype(np.uint8))
-        writer.close()
-    # VmHWM: this process image's own peak (ru_maxrss would include the forking parent's)
-    peak = next(line for line in open('/proc/self/status') if line.startswith('VmHWM'))
-    print(int(peak.split()[1]) // 1024)
+    def peak_mb():  # VmHWM: this process image's own peak (ru_maxrss includes the parent's)
+        status = open('/proc/self/status').read().split('VmHWM:')[1]
+        return int(status.split()[0]) // 1024
+
+    for source, labels in zip(sys.argv[1::2], sys.argv[2::2]):
+        with open('/proc/self/clear_refs', 'w') as refs:
+            refs.write('5')  # the peak restarts from the current RSS
+        with raster_session():
+            scene = RasterScene(source)
+            writer = LabelWriter(Path(labels), scene, class_palette(4))
+            # tile 1050, overlap 50: both scenes are cut into tiles of nearly one size (1025
+            # and 1042 pixels), so any difference in peak memory comes from the scene size
+            for window, probs in blended_probabilities(scene, pixelwise, 1050, 50,
+                                                       batch_size=2):
+                writer.write(window, probs.argmax(0).astype(np.uint8))
+            writer.close()
+        print(peak_mb())
 ''')
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads /proc/self/status')
 def test_peak_memory_depends_on_the_tile_not_the_scene(tmp_path):
+    """One process runs the small scene, then the large one with its peak reset to what the
+    small one left behind (one interpreter start instead of two)."""
     script = tmp_path / 'peak.py'
     script.write_text(PEAK_SCRIPT)
-    peaks = {}
-    for side in (2000, 6000):
+    sides, arguments = (2000, 6000), []
+    for side in sides:
         path = tmp_path / f'scene{side}.tif'
         write_geotiff(path, smooth_scene(side, side), tiled=True, blockxsize=256,
                       blockysize=256)
-        run = subprocess.run([sys.executable, str(script), str(path),
-                              str(tmp_path / f'labels{side}.tif')],
-                             capture_output=True, text=True, timeout=600)
-        assert run.returncode == 0, run.stderr[-2000:]
-        peaks[side] = int(run.stdout.split()[-1])
-        path.unlink()
+        arguments += [str(path), str(tmp_path / f'labels{side}.tif')]
+    run = subprocess.run([sys.executable, str(script), *arguments], capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    peaks = dict(zip(sides, map(int, run.stdout.split()[-2:])))
     scene_mb = 6000 * 6000 * 3 / 2 ** 20  # 103 MB of pixels in the large scene
     print(f'peak RSS: {peaks} MB')
     # 9x the pixels: the extra is GDAL's bounded cache and the overlap strip, well under the

@@ -465,9 +465,9 @@ def test_decoder_sees_the_text_and_one_geometry_token():
     assert torch.equal(seen['mask'][0]['prompt_mask'], decoder_mask)
 
 
-@pytest.mark.slow
-def test_full_size_architecture_builds_on_cpu():
-    model = build_sam3(None)
+def test_full_size_architecture_builds():
+    with torch.device('meta'):  # the modules and shapes, without 3 GB of random numbers
+        model = build_sam3(None)
     state = model.state_dict()
     assert state['vision_encoder.backbone.embeddings.position_embeddings'].shape == (1, 576,
                                                                                      1024)

@@ -117,7 +117,7 @@ def test_checkpoint_loads_strictly_into_the_segmentor_and_changes_its_output(tmp
                  '--quiet']) == 0
     saved = sorted(p.name for p in work.glob('upsampler_step*.ckpt'))
     assert saved == ['upsampler_step0000002.ckpt', 'upsampler_step0000003.ckpt']
-    ckpt = torch.load(work / saved[-1], weights_only=False)
+    ckpt = torch.load(work / saved[-1], weights_only=True)
     assert all(key.startswith('upsampler.') for key in ckpt['state_dict'])
     assert len(ckpt['state_dict']) == 12  # the published SimFeatUp layout
     with_up = small_segmentor(upsampler=dict(type='jbu_one', checkpoint=str(work / saved[-1])))
