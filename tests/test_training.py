@@ -101,7 +101,7 @@ def test_loss_falls_when_overfitting_a_fixed_batch(tmp_path):
                                   work_dir=str(tmp_path / 'work'), lr=3e-3, **SMALL))
     batch = torch.randn(2, 3, 32, 32)
     losses = []
-    for _ in range(40):
+    for _ in range(15):  # the mean of the last 5 is under half the first 5 by step 15
         trainer.rng.seed(0)  # the same views, projections and dropout every step
         trainer.proj_generator.manual_seed(1)
         torch.manual_seed(2)
