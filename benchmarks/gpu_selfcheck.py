@@ -144,7 +144,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='cuda', choices=['cuda', 'cpu'])
-    parser.add_argument('--quick', action='store_true', help='ViT-S-16, small sizes, one timing run')
+    parser.add_argument('--quick', action='store_true',
+                        help='ViT-S-16, small sizes, one timing run')
     args = parser.parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
         print('no CUDA device here: nothing to check (run it where a GPU is, or pass '

@@ -22,7 +22,7 @@ def composed(source, filters):
     r = (filters.shape[-1] - 1) // 2
     h, w = source.shape[-2:]
     up = F.interpolate(source.double(), scale_factor=2, mode='bicubic', align_corners=False)
-    return reference(F.pad(up, [r] * 4, mode=padding_mode(h, w, r)), filters)
+    return reference(F.pad(up, [r] * 4, mode=padding_mode(2 * h, 2 * w, r)), filters)
 
 
 def test_bicubic_matrices_equal_interpolate():
@@ -62,7 +62,7 @@ def test_native_step_equals_the_composed_step(radius, h, w, monkeypatch):
 
     def composition_not_allowed(*args, **kwargs):
         raise AssertionError('the composed path ran')
-    mode = padding_mode(h, w, radius)
+    mode = padding_mode(2 * h, 2 * w, radius)
     spans = {fold_taps(n, radius, mode).taps.shape[-1] for n in (h, w)}
     if spans == {radius + 4}:  # the spans of the JBU sizes: the folded kernel runs
         monkeypatch.setattr(fold_module, 'adaptive_conv', composition_not_allowed)
@@ -90,6 +90,7 @@ def test_every_backend_gives_the_same_step(monkeypatch):
 
 
 def test_filters_of_the_wrong_size_are_named():
-    with pytest.raises(ValueError, match=r'filters must be \[B, 2h, 2w, d, d\] = \[1, 8, 10, '
-                                         r'd, d\] for source \(1, 3, 4, 5\), got \(1, 8, 8, 11, 11\)'):
+    with pytest.raises(ValueError, match=r'filters must be \[B, 2h, 2w, d, d\] = \[1, 8, 10, d, '
+                                         r'd\] for source \(1, 3, 4, 5\), got '
+                                         r'\(1, 8, 8, 11, 11\)'):
         bicubic_conv(torch.randn(1, 3, 4, 5), torch.randn(1, 8, 8, 11, 11))

@@ -26,7 +26,6 @@ from ..geometry import Window
 from .sliding import WindowJobs
 from .upsamplers import JBU, KernelsOf, pad_neighbourhood
 
-
 STRIP_COLUMNS = 8  # the CPU kernels' float32 vector width
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops import bicubic_conv, local_correlation
+from ..ops.bicubic_conv import padding_mode
 from ..weights import describe_key_mismatch, read_upsampler_state
 from .text_free import TextFree, text_free_logits
 
@@ -32,10 +33,8 @@ def spatial_kernel(diameter: int, sigma: Tensor) -> Tensor:
 
 
 def pad_neighbourhood(x: Tensor, radius: int) -> Tensor:
-    """Reflect-pad ``[B, C, H, W]`` by ``radius``; grids no larger than the radius (tiny
-    images, where reflection is undefined) are replicate-padded instead."""
-    mode = 'reflect' if min(x.shape[-2:]) > radius else 'replicate'
-    return F.pad(x, [radius] * 4, mode=mode)
+    """Pad ``[B, C, H, W]`` by ``radius``, reflecting (:func:`padding_mode`)."""
+    return F.pad(x, [radius] * 4, mode=padding_mode(*x.shape[-2:], radius))
 
 
 def neighbour_affinity(keys: Tensor, radius: int) -> Tensor:

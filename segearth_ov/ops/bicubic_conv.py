@@ -41,10 +41,11 @@ def upsample_matrix(size: int, device=None, dtype=torch.float32, pad: int = 0,
     return matrix
 
 
-def padding_mode(h: int, w: int, pad: int) -> str:
-    """How :func:`bicubic_x2` pads a ``[2h, 2w]`` grid: reflect, or replicate where the grid
-    is no larger than the padding (as ``pad_neighbourhood``)."""
-    return 'reflect' if min(2 * h, 2 * w) > pad else 'replicate'
+def padding_mode(height: int, width: int, pad: int) -> str:
+    """How the upsampler pads a ``[height, width]`` grid by ``pad``: reflect, or replicate
+    where the grid is no larger than the padding (tiny images, where reflection is
+    undefined)."""
+    return 'reflect' if min(height, width) > pad else 'replicate'
 
 
 def bicubic_x2(x: Tensor, pad: int = 0) -> Tensor:
@@ -52,7 +53,7 @@ def bicubic_x2(x: Tensor, pad: int = 0) -> Tensor:
     by ``pad`` (:func:`padding_mode`), as two small matrix products (bicubic interpolation
     is separable, padding selects rows): several times faster on CPU."""
     h, w = x.shape[-2:]
-    mode = padding_mode(h, w, pad)
+    mode = padding_mode(2 * h, 2 * w, pad)
     rows = upsample_matrix(h, x.device, x.dtype, pad, mode)
     cols = upsample_matrix(w, x.device, x.dtype, pad, mode)
     return torch.matmul(rows, torch.matmul(x, cols.T))
@@ -113,7 +114,7 @@ def bicubic_conv(source: Tensor, filters: Tensor) -> Tensor:
     radius = (filters.shape[-1] - 1) // 2
     native = _native_fold(source, filters)
     if native is not None:
-        mode = padding_mode(h, w, radius)
+        mode = padding_mode(2 * h, 2 * w, radius)
         rows = fold_taps(h, radius, mode, source.device, source.dtype)
         cols = fold_taps(w, radius, mode, source.device, source.dtype)
         span = rows.taps.shape[-1]
