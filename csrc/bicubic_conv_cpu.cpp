@@ -143,10 +143,12 @@ struct Fused {
         for (int l = 0; l < L && g * L + l < w; ++l) {
           Span lane[E];
           nonzero_spans(ct + (2 * (g * L + l) + q) * d * E, d, E, lane);
-          for (int e = 0; e < E; ++e)
+          for (int e = 0; e < E; ++e) {
+            if (lane[e].lo == lane[e].hi) continue;
             spans[e] = spans[e].lo < spans[e].hi
                            ? Span{std::min(spans[e].lo, lane[e].lo), std::max(spans[e].hi, lane[e].hi)}
                            : lane[e];
+          }
         }
       }
     const scalar_t* s_ptr = src.data_ptr<scalar_t>();
@@ -202,6 +204,8 @@ at::Tensor bicubic_conv(const at::Tensor& src, const at::Tensor& filters, const 
   TORCH_CHECK(src.dim() == 4 && filters.dim() == 5 && row_taps.dim() == 3 && col_taps.dim() == 3, op,
               ": src must be [B, C, Hs, Ws], filters [B, 2h, 2w, d, d], row_taps [2h, d, E], col_taps "
               "[2w, d, E]");
+  TORCH_CHECK(src.scalar_type() == at::kFloat || src.scalar_type() == at::kDouble, op,
+              ": float32 or float64 needed, got ", src.scalar_type());
   const int64_t H2 = filters.size(1), W2 = filters.size(2), d = filters.size(3), E = row_taps.size(2);
   TORCH_CHECK(H2 % 2 == 0 && W2 % 2 == 0 && filters.size(4) == d && src.size(0) == filters.size(0), op,
               ": filters must be [B, 2h, 2w, d, d] for src's B, got ", filters.sizes());
@@ -216,8 +220,7 @@ at::Tensor bicubic_conv(const at::Tensor& src, const at::Tensor& filters, const 
               src.sizes());
   for (const auto* t : {&filters, &row_taps, &col_taps})
     adaptive_conv::check_like(*t, "filters and taps", src, "src", op);
-  TORCH_CHECK(src.scalar_type() == at::kFloat || src.scalar_type() == at::kDouble, op,
-              ": float32 or float64 needed, got ", src.scalar_type());
+  TORCH_CHECK(src.is_contiguous(), op, ": src must be contiguous");
   auto out = at::empty({src.size(0), src.size(1), H2, W2}, src.options());
   advise_huge_pages(out);
   AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "adaptive_conv_cpu_bicubic_conv", [&] {

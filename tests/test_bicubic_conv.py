@@ -94,3 +94,20 @@ def test_filters_of_the_wrong_size_are_named():
                                          r'd\] for source \(1, 3, 4, 5\), got '
                                          r'\(1, 8, 8, 11, 11\)'):
         bicubic_conv(torch.randn(1, 3, 4, 5), torch.randn(1, 8, 8, 11, 11))
+
+
+def test_native_checks_name_the_argument():
+    native_or_skip('cpu')
+    from segearth_ov.ops.build import load_extension
+    ext = load_extension('cpu')
+    src, filters = torch.zeros(1, 2, 12, 20), torch.zeros(1, 8, 8, 11, 11)
+    taps = torch.zeros(8, 11, 9)
+    with pytest.raises(RuntimeError, match='E must be 7 or 9, got 5'):
+        ext.bicubic_conv(src, filters, taps[..., :5], taps[..., :5])
+    with pytest.raises(RuntimeError,
+                       match=r'src must be at least \[12, 16\], got \[1, 2, 12, 15\]'):
+        ext.bicubic_conv(src[..., :15], filters, taps, taps)
+    with pytest.raises(RuntimeError, match='src must be contiguous'):
+        ext.bicubic_conv(src.transpose(2, 3).contiguous().transpose(2, 3), filters, taps, taps)
+    with pytest.raises(RuntimeError, match='float32 or float64 needed'):
+        ext.bicubic_conv(src.half(), filters.half(), taps.half(), taps.half())
