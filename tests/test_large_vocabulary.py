@@ -10,6 +10,7 @@ import rasterio
 import torch
 
 from conftest import REPO, small_segmentor
+from peak_memory import child_env
 from scenes_util import smooth_scene, write_geotiff
 from segearth_ov.apis import OpenVocabSegmenter
 from segearth_ov.geometry import core_spans, tile_cores, tile_grid, tile_spans
@@ -85,6 +86,7 @@ MEMORY_SCRIPT = textwrap.dedent('''
     import json, sys
     import numpy as np, torch
     from segearth_ov.apis import OpenVocabSegmenter
+    from peak_memory import peak_mib, reset_peak
     names = [f'kind {{i}}' for i in range({count})]
     torch.manual_seed(0)
     s = OpenVocabSegmenter(names, clip='ViT-S-16', pretrained='none', upsampler='none',
@@ -93,16 +95,10 @@ MEMORY_SCRIPT = textwrap.dedent('''
     s.model.query_embeddings  # text encoded before the baseline
     image = np.random.default_rng(0).integers(0, 255, ({side}, {side}, 3), dtype=np.uint8)
     s(image[:64, :64])  # warm-up: allocator pools, lazy imports
-
-    def peak_kib():  # VmHWM: ru_maxrss would start from the forking parent's peak
-        status = open('/proc/self/status').read().split('VmHWM:')[1]
-        return int(status.split()[0])
-    with open('/proc/self/clear_refs', 'w') as refs:
-        refs.write('5')  # the peak restarts from the current RSS
-    before = peak_kib()
+    reset_peak()
+    before = peak_mib()
     labels = s(image)
-    after = peak_kib()
-    print(json.dumps(dict(grew_mib=(after - before) / 1024, classes=int(labels.max()) + 1)))
+    print(json.dumps(dict(grew_mib=peak_mib() - before, classes=int(labels.max()) + 1)))
 ''')
 
 
@@ -114,7 +110,8 @@ def test_1763_classes_on_a_384_scene_stay_far_below_the_full_map():
     full_mib = SKYSENSE_SCALE * side * side * 4 / 2 ** 20  # one [Q, H, W] float32 map
     done = subprocess.run([sys.executable, '-c', MEMORY_SCRIPT.format(count=SKYSENSE_SCALE,
                                                                       side=side)],
-                          capture_output=True, text=True, timeout=900, cwd=REPO)
+                          capture_output=True, text=True, timeout=900, cwd=REPO,
+                          env=child_env())
     assert done.returncode == 0, done.stderr
     import json
     result = json.loads(done.stdout.strip().splitlines()[-1])

@@ -11,6 +11,7 @@ import pytest
 import rasterio
 
 from conftest import shared_path
+from peak_memory import child_env
 from scenes_util import smooth_scene, write_geotiff
 from segearth_ov.apis import ClassQueries
 from segearth_ov.apis.cli import main
@@ -79,18 +80,14 @@ PEAK_SCRIPT = textwrap.dedent('''
     from segearth_ov.apis.scenes import RasterScene, raster_session
     from segearth_ov.visualize import class_palette
     from pathlib import Path
+    from peak_memory import peak_mib, reset_peak
 
     def pixelwise(tiles):
         x = tiles[..., 0].astype(np.float32)[:, None] / 255
         return np.concatenate([x, 1 - x, 0.5 * x, 0.5 - 0.5 * x], axis=1)
 
-    def peak_mb():  # VmHWM: this process image's own peak (ru_maxrss includes the parent's)
-        status = open('/proc/self/status').read().split('VmHWM:')[1]
-        return int(status.split()[0]) // 1024
-
     for source, labels in zip(sys.argv[1::2], sys.argv[2::2]):
-        with open('/proc/self/clear_refs', 'w') as refs:
-            refs.write('5')  # the peak restarts from the current RSS
+        reset_peak()
         with raster_session():
             scene = RasterScene(source)
             writer = LabelWriter(Path(labels), scene, class_palette(4))
@@ -100,7 +97,7 @@ PEAK_SCRIPT = textwrap.dedent('''
                                                        batch_size=2):
                 writer.write(window, probs.argmax(0).astype(np.uint8))
             writer.close()
-        print(peak_mb())
+        print(int(peak_mib()))
 ''')
 
 
@@ -118,7 +115,7 @@ def test_peak_memory_depends_on_the_tile_not_the_scene(tmp_path):
                       blockysize=256)
         arguments += [str(path), str(tmp_path / f'labels{side}.tif')]
     run = subprocess.run([sys.executable, str(script), *arguments], capture_output=True,
-                         text=True, timeout=600)
+                         text=True, timeout=600, env=child_env())
     assert run.returncode == 0, run.stderr[-2000:]
     peaks = dict(zip(sides, map(int, run.stdout.split()[-2:])))
     scene_mb = 6000 * 6000 * 3 / 2 ** 20  # 103 MB of pixels in the large scene

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from mmengine.config import Config
 
 from conftest import REPO
+from peak_memory import child_env
 from segearth_ov.models import SegEarthOV3
 from segearth_ov.models.sam3_fusion import fuse_prompt_maps, resize_views
 from segearth_ov.models.segearth_ov3 import tokenize_prompts
@@ -173,17 +174,15 @@ def test_chunked_classes_equal_predict(chunk):
 FUSION_MEMORY = textwrap.dedent('''
     import json, torch
     from segearth_ov.models.sam3_fusion import fuse_prompt_maps
+    from peak_memory import peak_mib, reset_peak
     torch.manual_seed(0)
     logits, presence = torch.full((1, 200), 5.0), torch.zeros(1, 1)
     masks, semantic = torch.randn(1, 200, 288, 288), torch.randn(1, 1, 288, 288)
     fuse_prompt_maps(logits, presence, masks, semantic, (64, 64), 0.0)  # warm-up
-    def rss():
-        with open('/proc/self/status') as f:
-            return int(next(x for x in f if x.startswith('VmHWM')).split()[1]) / 1024
-    open('/proc/self/clear_refs', 'w').write('5')
-    before = rss()
+    reset_peak()
+    before = peak_mib()
     out = fuse_prompt_maps(logits, presence, masks, semantic, (2048, 2048), 0.0, chunk=16)
-    print(json.dumps(dict(grew=rss() - before, kept=200)))
+    print(json.dumps(dict(grew=peak_mib() - before, kept=200)))
 ''')
 
 
@@ -191,7 +190,7 @@ FUSION_MEMORY = textwrap.dedent('''
 def test_fusion_memory_is_bounded_with_200_kept_instances():
     """200 kept masks on a 2048 x 2048 view: 3.2 GB if upsampled at once."""
     done = subprocess.run([sys.executable, '-c', FUSION_MEMORY], capture_output=True,
-                          text=True, timeout=600, cwd=REPO)
+                          text=True, timeout=600, cwd=REPO, env=child_env())
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     all_at_once = 200 * 2048 * 2048 * 4 / 2 ** 20
