@@ -56,7 +56,7 @@ def native_extensions():
     exts = []
     if shutil.which(os.environ.get('CXX', 'c++')):
         exts.append(cpp_extension.CppExtension(
-            'segearth_ov._ext_cpu', ['csrc/adaptive_conv_cpu.cpp', 'csrc/bicubic_conv_cpu.cpp'],
+            'segearth_ov._ext_cpu', [f'csrc/{name}' for name in helpers.SOURCES['cpu']],
             include_dirs=['csrc'],
             extra_compile_args=helpers.cpu_flags(), extra_link_args=['-fopenmp']))
     import torch
@@ -65,7 +65,8 @@ def native_extensions():
         cpp_extension.CUDA_HOME = cuda_home
         os.environ.setdefault('TORCH_CUDA_ARCH_LIST', helpers.cuda_arch_list())
         exts.append(cpp_extension.CUDAExtension(
-            'segearth_ov._ext_cuda', ['csrc/adaptive_conv_cuda.cu'], include_dirs=['csrc'],
+            'segearth_ov._ext_cuda', [f'csrc/{name}' for name in helpers.SOURCES['cuda']],
+            include_dirs=['csrc'],
             extra_compile_args={'cxx': ['-O3'], 'nvcc': ['-O3']}))
     return exts, {'build_ext': SafeBuildExt.with_options(use_ninja=True)} if exts else {}
 

@@ -1,7 +1,12 @@
 // Adaptive convolution: out[b,c,y,x] = sum_{i,j<d} k[b,y,x,i,j] * in[b,c,y+i,x+j].
 // Shared argument checks for the CPU and CUDA extensions; every message names the argument.
+// ATen's tensor header only: <torch/extension.h> (pybind11 and the whole C++ API) costs about
+// 25 s of compiler time in every file that includes it.
 #pragma once
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <vector>
 
 namespace adaptive_conv {
 

@@ -15,7 +15,10 @@
 // group) or (row x kernel row) tasks, in torch's OpenMP pool, so torch.set_num_threads
 // applies. float32 and float64 run natively; half and bfloat16 are computed in float32 and
 // cast back.
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/constant_pad_nd.h>
+#include <ATen/ops/empty.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -23,6 +26,7 @@
 #include <vector>
 
 #include "adaptive_conv.h"
+#include "adaptive_conv_cpu.h"
 
 // A fresh multi-MB buffer is page-faulted in 4 KiB at a time on first write, which at the
 // last SimFeatUp step costs a sizeable part of the op. Where the kernel offers transparent
@@ -463,19 +467,4 @@ at::Tensor grad_filters(const at::Tensor& grad_out, const at::Tensor& input) {
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "adaptive_conv_cpu_grad_filters",
                              [&] { filter_grad<scalar_t>(grad_out, input, gkt); });
   return gkt.permute({0, 3, 4, 1, 2}).contiguous();
-}
-
-// bicubic_conv_cpu.cpp
-at::Tensor bicubic_conv(const at::Tensor& src, const at::Tensor& filters, const at::Tensor& row_taps,
-                        const at::Tensor& col_taps);
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "segearth_ov adaptive convolution, CPU (C++/OpenMP)";
-  m.def("forward_out", &forward_out, "adaptive_conv into a preallocated out [B,C,H,W]");
-  m.def("forward", &forward, "out = adaptive_conv(input [B,C,H+d-1,W+d-1], filters [B,H,W,d,d])");
-  m.def("grad_input", &grad_input, "grad of input [B,C,H+d-1,W+d-1] from grad_out [B,C,H,W] and filters");
-  m.def("grad_filters", &grad_filters, "[B,H,W,d,d] = sum_c grad_out[b,c,y,x] * input[b,c,y+i,x+j]");
-  m.def("bicubic_conv", &bicubic_conv,
-        "[B,C,2h,2w] = adaptive_conv(pad(bicubic_x2(source)), filters [B,2h,2w,d,d]) from the padded "
-        "source and the row and column tap matrices [2h|2w, d, E]");
 }

@@ -6,6 +6,7 @@
 // in float32 (at::opmath_type). Grad-input is a gather (no atomics): each input pixel sums
 // the outputs whose window covers it.
 #include <ATen/OpMathType.h>
+#include <torch/extension.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>

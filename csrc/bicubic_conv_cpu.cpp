@@ -16,14 +16,15 @@
 // the channels over them. A tile is CB channels x 2 rows x 2L columns, L source columns
 // (one vector) per column phase: output columns 2x and 2x + 1 read the same source column,
 // so each input vector loaded feeds 4 filter vectors. Phases are interleaved on the store.
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
 
 #include <algorithm>
 #include <vector>
 
 #include "adaptive_conv.h"
-
-void advise_huge_pages(const at::Tensor& t);  // adaptive_conv_cpu.cpp
+#include "adaptive_conv_cpu.h"
 
 namespace {
 

@@ -21,8 +21,9 @@ from typing import Dict, Optional
 logger = logging.getLogger(__name__)
 
 CSRC = Path(__file__).resolve().parents[2] / 'csrc'
+# cpu_module.cpp holds the Python bindings, apart from the kernels (see its header)
 SOURCES = {
-    'cpu': ['adaptive_conv_cpu.cpp', 'bicubic_conv_cpu.cpp'],
+    'cpu': ['cpu_module.cpp', 'adaptive_conv_cpu.cpp', 'bicubic_conv_cpu.cpp'],
     'cuda': ['adaptive_conv_cuda.cu'],
 }
 _loaded: Dict[str, Optional[object]] = {}
