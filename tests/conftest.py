@@ -39,6 +39,46 @@ def _seed():
     torch.manual_seed(0)
 
 
+class RandomClipMemo:
+    """``open_clip.create_model`` for random weights, memoised on its arguments and on the
+    CPU generator's state. A repeated call returns a deep copy of what the first one built
+    and leaves the generator where that call left it: the same model and the same random
+    stream afterwards as a fresh build, without the random initialisation (0.5 s of CPU for
+    ViT-S-16, 1.3 s for ViT-B-16; the suite builds about 170, mostly right after the seed
+    above). Calls that load weights (``pretrained`` set) always run."""
+
+    def __init__(self, create_model, size: int = 3):
+        self.create_model, self.size, self.built = create_model, size, {}
+
+    def __call__(self, name, *args, **kwargs):
+        if args or kwargs.get('pretrained') is not None:
+            return self.create_model(name, *args, **kwargs)
+        import copy
+        import hashlib
+        state = torch.random.get_rng_state()
+        key = (name, repr(sorted(kwargs.items())),
+               hashlib.sha1(state.numpy().tobytes()).hexdigest())
+        if key not in self.built:
+            model = self.create_model(name, **kwargs)
+            if len(self.built) >= self.size:  # the oldest goes
+                del self.built[next(iter(self.built))]
+            self.built[key] = copy.deepcopy(model), torch.random.get_rng_state()
+            return model
+        model, after = self.built[key]
+        torch.random.set_rng_state(after)
+        return copy.deepcopy(model)
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _random_clip_memo():
+    import open_clip
+    memo = RandomClipMemo(open_clip.factory.create_model)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(open_clip, 'create_model', memo)
+        patch.setattr(open_clip.factory, 'create_model', memo)
+        yield memo
+
+
 @pytest.fixture(scope='session')
 def small_clip():
     """ViT-S-16 with random weights (same block structure as ViT-B-16, 4x cheaper)."""

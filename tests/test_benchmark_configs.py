@@ -295,10 +295,18 @@ def offline_options():
 @pytest.mark.slow
 @pytest.mark.parametrize('name', CONFIGS)
 def test_mmseg_init_model_builds_every_config(name):
+    """Every config through mmseg's init_model. The build does not depend on CLIP's width,
+    so ViT-S-16 stands in for the config's own arch (built in full by the inference test
+    below), which must be one open_clip knows."""
+    import open_clip
     from mmseg.apis import init_model
+
+    from segearth_ov.weights.clip import base_arch
+    assert base_arch(load(name).model.clip.arch) in open_clip.list_models()
     model = init_model(str(REPO / 'configs' / name), device='cpu',
-                       cfg_options=offline_options())
+                       cfg_options={**offline_options(), 'model.clip.arch': 'ViT-S-16'})
     assert type(model).__name__ == 'SegEarthOV' and model.cfg.model.name_path
+    assert model.clip.visual.transformer.width == 384  # the stand-in was built
 
 
 @pytest.mark.parametrize('name', ['cfg_potsdam.py', 'cfg_whu_sar.py'])

@@ -125,7 +125,8 @@ def start_app(tmp_path):
     process = subprocess.Popen(
         [sys.executable, '-m', 'segearth_ov.apis.cli', 'explore', str(KOELN), '--clip',
          'ViT-S-16', '--pretrained', 'none', '--upsampler', 'none', '--port', '0',
-         '--tile', '256', '--overlap', '32', '--out', str(tmp_path / 'app')],
+         '--tile', '256', '--overlap', '32', '--out', str(tmp_path / 'app'),
+         '--prompt-templates', 'a satellite photo of {}.'],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
         env=dict(os.environ, OMP_NUM_THREADS='2'))
     deadline = time.time() + 120

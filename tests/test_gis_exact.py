@@ -21,7 +21,8 @@ from segearth_ov.visualize import class_palette
 
 NAMES = ['background', 'house', 'road', 'water']
 BASE = ['--clip', 'ViT-S-16', '--pretrained', 'none', '--upsampler', 'none', '--quiet',
-        '--device', 'cpu', '--classes', 'road;water;tree', '--tile', '128', '--overlap', '32']
+        '--device', 'cpu', '--classes', 'road;water;tree', '--tile', '128', '--overlap', '32',
+        '--prompt-templates', 'a satellite photo of {}.']
 
 
 def predict(*args):

@@ -20,7 +20,8 @@ from segearth_ov.apis.vectorize import vectorize_labels
 NAMES = ['background', 'house', 'road', 'water']
 PIXEL = 0.5  # m, EPSG:32632 (scenes_util)
 BASE = ['--clip', 'ViT-S-16', '--pretrained', 'none', '--upsampler', 'none', '--quiet',
-        '--device', 'cpu', '--classes', 'road;water;tree']
+        '--device', 'cpu', '--classes', 'road;water;tree',
+        '--prompt-templates', 'a satellite photo of {}.']
 
 
 def predict(*args):

@@ -17,7 +17,8 @@ from scenes_util import smooth_scene, write_geotiff
 from segearth_ov.apis.cli import main
 
 BASE = ['--clip', 'ViT-S-16', '--pretrained', 'none', '--upsampler', 'none', '--tile', '64',
-        '--overlap', '16', '--quiet', '--device', 'cpu', '--classes', 'road;water;tree']
+        '--overlap', '16', '--quiet', '--device', 'cpu', '--classes', 'road;water;tree',
+        '--prompt-templates', 'a satellite photo of {}.']
 
 
 def predict(*args):

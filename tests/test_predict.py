@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 
-from conftest import shared_path
+from conftest import PREDICT_CLASSES, shared_path
 from peak_memory import child_env
 from scenes_util import smooth_scene, write_geotiff
 from segearth_ov.apis import ClassQueries
@@ -129,7 +130,40 @@ def test_peak_memory_depends_on_the_tile_not_the_scene(tmp_path):
 def cli(tmp_path, *args):
     return main(['predict', *map(str, args), '--clip', 'ViT-S-16', '--pretrained', 'none',
                  '--upsampler', 'none', '--tile', '64', '--overlap', '16', '--quiet',
-                 '--device', 'cpu'])
+                 '--device', 'cpu', '--prompt-templates', 'a satellite photo of {}.'])
+
+
+def test_prompt_templates_reach_the_model_and_the_settings(segmenter, tmp_path, capsys):
+    """--prompt-templates: labels equal a segmenter built with that template in Python, the
+    summary records it, another template is other settings; SegEarth-OV3 refuses it and a
+    template without {} is a usage error."""
+    write_geotiff(tmp_path / 's.tif', smooth_scene(90, 150))
+    template = 'a satellite photo of {}.'
+
+    def run(out, *extra):  # the fixture's settings
+        return main(['predict', str(tmp_path / 's.tif'), '--out', str(out), '--clip',
+                     'ViT-S-16', '--pretrained', 'none', '--upsampler', 'none', '--device',
+                     'cpu', '--quiet', '--classes', ';'.join(PREDICT_CLASSES), '--tile', '128',
+                     '--overlap', '32', '--batch-size', '3', *extra])
+    torch.manual_seed(0)  # the weights the fixture was built with
+    assert run(tmp_path / 'out', '--prompt-templates', template) == 0
+    segmenter.predict_file(tmp_path / 's.tif', tmp_path / 'python', progress=False)
+    with rasterio.open(tmp_path / 'out' / 's.tif.labels.tif') as a, \
+            rasterio.open(tmp_path / 'python' / 's.tif.labels.tif') as b:
+        np.testing.assert_array_equal(a.read(1), b.read(1))
+    summary = json.loads((tmp_path / 'out' / 's.tif.json').read_text())
+    assert summary['settings']['model']['prompt_templates'] == [template]
+    capsys.readouterr()
+    assert run(tmp_path / 'out', '--prompt-templates', 'an aerial view of {}') == 1
+    assert 'computed with other settings' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run(tmp_path / 'bad', '--prompt-templates', 'a road photo')
+    assert "prompt template 'a road photo' must hold {} once" in capsys.readouterr().err
+    assert main(['predict', str(tmp_path / 's.tif'), '--out', str(tmp_path / 'sam'),
+                 '--method', 'segearth-ov3', '--classes', 'road', '--prompt-templates',
+                 '{}']) == 2
+    assert '--prompt-templates (prompt_templates=) is an option of --method segearth-ov' in \
+        capsys.readouterr().err
 
 
 def test_cli_errors_keep_other_outputs(tmp_path, capsys):

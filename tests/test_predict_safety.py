@@ -22,7 +22,8 @@ from segearth_ov.apis.label_maps import LabelWriter
 
 CLASSES = ['building,roof', 'road', 'water', 'tree']
 BASE = ['--clip', 'ViT-S-16', '--pretrained', 'none', '--upsampler', 'none', '--tile', '64',
-        '--overlap', '16', '--quiet', '--device', 'cpu', '--classes', 'road;water;tree']
+        '--overlap', '16', '--quiet', '--device', 'cpu', '--classes', 'road;water;tree',
+        '--prompt-templates', 'a satellite photo of {}.']
 
 
 def predict(*args):

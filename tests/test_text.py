@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from segearth_ov.models.text import (ClassQueries, encode_queries, openai_imagenet_templates,
-                                     read_class_names)
+                                     parse_prompt_templates, read_class_names)
 
 
 def test_names_file_with_synonyms(tmp_path):
@@ -160,3 +160,19 @@ def test_text_encoding_keeps_towers_that_read_the_padding(small_clip, monkeypatc
     monkeypatch.setattr(model, 'text_pool_type', 'last')
     with torch.no_grad():
         assert torch.equal(encode_text(model, tokens), model.encode_text(tokens))
+
+
+def test_prompt_templates_from_semicolons_or_a_file(tmp_path):
+    assert parse_prompt_templates('a photo of {}.; an aerial view of {} ;') == [
+        'a photo of {}.', 'an aerial view of {}']
+    listed = tmp_path / 'templates.txt'
+    listed.write_text('\ufeffa photo of {}.\n\nsatellite image of {}\n', encoding='utf-8')
+    assert parse_prompt_templates(str(listed)) == ['a photo of {}.', 'satellite image of {}']
+    for bad in ('a photo', '{} and {}', 'a {x} of {}', 'a photo of {}}'):
+        with pytest.raises(ValueError, match=f"prompt template '{bad}' must hold {{}} once"):
+            parse_prompt_templates(bad)
+    with pytest.raises(ValueError, match='no prompt templates'):
+        parse_prompt_templates(' ; ')
+    listed.write_bytes(b'\xff\xfe a photo of {}')
+    with pytest.raises(ValueError, match='prompt-template file .*templates.txt is not UTF-8'):
+        parse_prompt_templates(str(listed))

@@ -191,3 +191,21 @@ def test_none_means_no_weights_for_every_option():
         assert resolve_upsampler(word, None, 16) is None
     for word in ('openai', 'none.pt', 'auto'):
         assert not no_weights(word)
+
+
+def test_the_suites_random_clip_memo_is_a_fresh_build(_random_clip_memo):
+    """conftest's memo of random builds: each call gives the model and the generator state
+    that open_clip itself gives, and a model it handed out can change without touching it."""
+    torch.manual_seed(3)
+    fresh = _random_clip_memo.create_model('ViT-S-32')
+    after = torch.random.get_rng_state()
+    for _ in range(2):
+        torch.manual_seed(3)
+        model = open_clip.create_model('ViT-S-32')
+        assert torch.equal(torch.random.get_rng_state(), after)
+        for key, value in fresh.state_dict().items():
+            assert torch.equal(model.state_dict()[key], value), key
+        model.logit_scale.data.fill_(0.0)  # must not reach the next call's copy
+    torch.manual_seed(4)  # another state, another model
+    assert not torch.equal(open_clip.create_model('ViT-S-32').visual.conv1.weight,
+                           fresh.visual.conv1.weight)

@@ -57,8 +57,9 @@ class OpenVocabSegmenter:
             caller has read it already.
         prepared_bytes: the memory that images kept by :meth:`prepare` may hold (4 GiB).
         **options: the method's own options (its ``OPTIONS``: for SegEarth-OV ``clip``,
-            ``pretrained``, ``upsampler``, ``upsampler_checkpoint``, ``text_cache``; for
-            SegEarth-OV3 ``sam3_checkpoint``) and any other argument of its model class
+            ``pretrained``, ``upsampler``, ``upsampler_checkpoint``, ``text_cache``,
+            ``prompt_templates``; for SegEarth-OV3 ``sam3_checkpoint``) and any other
+            argument of its model class
             (``prob_thd``, ``attention``, ``confidence_threshold``...).
     """
 

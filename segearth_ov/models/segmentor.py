@@ -26,7 +26,7 @@ from .methods import MethodOption, register_method
 from .open_vocab import OpenVocabSegmentor
 from .postprocess import SoftmaxProbabilities
 from .shared_kernels import SharedKernels
-from .text import cached_query_embeddings, openai_imagenet_templates
+from .text import cached_query_embeddings, openai_imagenet_templates, parse_prompt_templates
 from .text_free import TextFree, text_free_logits
 from .upsamplers import KernelsOf, build_upsampler
 
@@ -89,6 +89,10 @@ class SegEarthOV(OpenVocabSegmentor):
         MethodOption('upsampler_checkpoint', None, 'the upsampler\'s weights'),
         MethodOption('text_cache', True, 'do not read or write the text-embedding cache',
                      flag='--no-cache'),
+        MethodOption('prompt_templates', None, 'prompt templates, {} where the class name '
+                     'goes: "a satellite photo of {}.;an aerial view of {}" or a file with '
+                     'one per line (default: CLIP\'s 80 ImageNet templates)',
+                     type=parse_prompt_templates),
     )
     CONFIG_SETTINGS = ('attention', 'attention_layers', 'cls_token_lambda', 'upsampler',
                        'logit_scale', 'slide_crop', 'slide_stride', 'window_batch_size',
@@ -168,6 +172,10 @@ class SegEarthOV(OpenVocabSegmentor):
             clip_patch_size(clip_cfg['arch']), settings.get('upsampler'))
         if not options.get('text_cache', True):
             settings['text_cache'] = False
+        templates = options.get('prompt_templates')
+        if templates is not None:
+            settings['prompt_templates'] = parse_prompt_templates(templates) \
+                if isinstance(templates, str) else list(templates)
         return cls(clip=clip_cfg, classes=classes, **settings), clip_cfg['arch'], source
 
     @classmethod

@@ -76,16 +76,16 @@ class ClassQueries:
         return cls(tuple(class_names), tuple(queries), tuple(owners), tuple(kept))
 
 
-def read_name_lines(path) -> List[str]:
+def read_name_lines(path, what: str = 'class-name file') -> List[str]:
     """The lines of a names file: UTF-8 (a byte-order mark is dropped), trailing newlines
-    ignored. Errors name the file."""
+    ignored. Errors name the file as ``what``."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f'class-name file not found: {path}')
+        raise FileNotFoundError(f'{what} not found: {path}')
     try:
         with open(path, encoding='utf-8-sig') as f:
             text = f.read()
     except UnicodeDecodeError as error:
-        raise ValueError(f'class-name file {path} is not UTF-8 text ({error}); save it as '
+        raise ValueError(f'{what} {path} is not UTF-8 text ({error}); save it as '
                          f'UTF-8') from error
     lines = text.rstrip('\r\n').split('\n')
     return [] if lines == [''] else [line.rstrip('\r') for line in lines]
@@ -112,6 +112,27 @@ def openai_imagenet_templates() -> List[Template]:
     """The 80 ImageNet prompt templates of CLIP, as open_clip ships them."""
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
     return list(OPENAI_IMAGENET_TEMPLATES)
+
+
+def parse_prompt_templates(text: str) -> List[str]:
+    """Prompt templates as a user writes them: a UTF-8 file with one template per line, or
+    templates separated by semicolons (``"a satellite photo of {}.;an aerial view of {}"``).
+    Each holds ``{}`` once, where the class name goes, and no other brace; ``ValueError``
+    naming the template otherwise. Blank entries are ignored."""
+    if os.path.isfile(text):
+        entries = read_name_lines(text, 'prompt-template file')
+    else:
+        entries = text.split(';')
+    templates = [entry.strip() for entry in entries if entry.strip()]
+    if not templates:
+        raise ValueError(f'no prompt templates in {text!r}')
+    for template in templates:
+        if template.count('{}') != 1 or '{' in template.replace('{}', '') or \
+                '}' in template.replace('{}', ''):
+            raise ValueError(f'prompt template {template!r} must hold {{}} once, where the class '
+                             f'name goes, and no other brace (or name a file of templates, '
+                             f'one per line)')
+    return templates
 
 
 def _fill(template: Template, name: str) -> str:
