@@ -65,23 +65,8 @@ def _add_method_options(parser: argparse.ArgumentParser) -> None:
                                    default=argparse.SUPPRESS, help=option.help)
             else:
                 group.add_argument(option.cli_flag, dest=option.name, choices=option.choices,
-                                   type=_said(option.type), default=argparse.SUPPRESS,
+                                   type=option.type, default=argparse.SUPPRESS,
                                    help=option.help)
-
-
-def _said(convert):
-    """``convert`` for argparse, its ``ValueError`` shown as the usage error's message
-    (argparse itself would only say the value is invalid)."""
-    if convert is None:
-        return None
-
-    def converted(text: str):
-        try:
-            return convert(text)
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-    converted.__name__ = convert.__name__
-    return converted
 
 
 # the tiling defaults of predict and explore (explore repeats only what differs from them)

@@ -10,6 +10,7 @@ Call flow of :meth:`SegEarthOV.predict`, per batch::
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -43,6 +44,15 @@ class WindowFeatures(NamedTuple):
     padded: Tensor
     pad: Tuple[int, int, int, int]
     kernels: Optional[KernelsOf] = None
+
+
+def _templates_argument(text: str) -> List[str]:
+    """``--prompt-templates``: :func:`parse_prompt_templates`, its error as argparse shows
+    it in full (a plain ``ValueError`` would only be called an invalid value)."""
+    try:
+        return parse_prompt_templates(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _templates_description(templates) -> str:
@@ -92,7 +102,7 @@ class SegEarthOV(OpenVocabSegmentor):
         MethodOption('prompt_templates', None, 'prompt templates, {} where the class name '
                      'goes: "a satellite photo of {}.;an aerial view of {}" or a file with '
                      'one per line (default: CLIP\'s 80 ImageNet templates)',
-                     type=parse_prompt_templates),
+                     type=_templates_argument),
     )
     CONFIG_SETTINGS = ('attention', 'attention_layers', 'cls_token_lambda', 'upsampler',
                        'logit_scale', 'slide_crop', 'slide_stride', 'window_batch_size',
