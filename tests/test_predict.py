@@ -128,9 +128,11 @@ def test_peak_memory_depends_on_the_tile_not_the_scene(tmp_path):
 
 
 def cli(tmp_path, *args):
-    return main(['predict', *map(str, args), '--clip', 'ViT-S-16', '--pretrained', 'none',
-                 '--upsampler', 'none', '--tile', '64', '--overlap', '16', '--quiet',
-                 '--device', 'cpu', '--prompt-templates', 'a satellite photo of {}.'])
+    """``segearth-ov predict`` on random ViT-S-16 weights; ``args`` come last, so they may
+    change the defaults given here."""
+    return main(['predict', '--clip', 'ViT-S-16', '--pretrained', 'none', '--upsampler', 'none',
+                 '--tile', '64', '--overlap', '16', '--quiet', '--device', 'cpu',
+                 '--prompt-templates', 'a satellite photo of {}.', *map(str, args)])
 
 
 def test_prompt_templates_reach_the_model_and_the_settings(segmenter, tmp_path, capsys):
@@ -141,10 +143,9 @@ def test_prompt_templates_reach_the_model_and_the_settings(segmenter, tmp_path, 
     template = 'a satellite photo of {}.'
 
     def run(out, *extra):  # the fixture's settings
-        return main(['predict', str(tmp_path / 's.tif'), '--out', str(out), '--clip',
-                     'ViT-S-16', '--pretrained', 'none', '--upsampler', 'none', '--device',
-                     'cpu', '--quiet', '--classes', ';'.join(PREDICT_CLASSES), '--tile', '128',
-                     '--overlap', '32', '--batch-size', '3', *extra])
+        return cli(tmp_path, tmp_path / 's.tif', '--out', out, '--classes',
+                   ';'.join(PREDICT_CLASSES), '--tile', '128', '--overlap', '32',
+                   '--batch-size', '3', *extra)
     torch.manual_seed(0)  # the weights the fixture was built with
     assert run(tmp_path / 'out', '--prompt-templates', template) == 0
     segmenter.predict_file(tmp_path / 's.tif', tmp_path / 'python', progress=False)

@@ -127,8 +127,8 @@ def parse_prompt_templates(text: str) -> List[str]:
     if not templates:
         raise ValueError(f'no prompt templates in {text!r}')
     for template in templates:
-        if template.count('{}') != 1 or '{' in template.replace('{}', '') or \
-                '}' in template.replace('{}', ''):
+        rest = template.replace('{}', '')
+        if template.count('{}') != 1 or '{' in rest or '}' in rest:
             raise ValueError(f'prompt template {template!r} must hold {{}} once, where the class '
                              f'name goes, and no other brace (or name a file of templates, '
                              f'one per line)')
